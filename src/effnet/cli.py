@@ -1,0 +1,138 @@
+"""The `effnet` command. Thin: parse arguments, call the library, print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+import torch
+
+from .model_factory import create_model, list_models
+from .profile import count_macs, count_params, profile
+from .scaling import CompoundScaling
+from .zoo import MODELS, canonical_name
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str):
+    def register(fn):
+        COMMANDS[name] = fn
+        return fn
+    return register
+
+
+def _fmt_m(v: float | None, div: float, digits: int = 2) -> str:
+    return "-" if v is None else f"{v / div:.{digits}f}"
+
+
+@command("models")
+def cmd_models(args: argparse.Namespace) -> int:
+    """Every named model beside the paper's Table 2 numbers."""
+    names = list_models(args.filter)
+    if not names:
+        raise ValueError(f"no model matches {args.filter!r}: models are {', '.join(MODELS)}")
+    head = (f"{'model':<7}{'width':>6}{'depth':>6}{'res':>5}{'drop':>6}{'params(M)':>11}"
+            f"{'paper':>7}{'MACs(B)':>9}{'paper':>7}")
+    print(head)
+    print("-" * len(head))
+    for name in names:
+        e = MODELS[name]
+        with torch.device("meta"):  # counts need shapes only, not memory
+            m = create_model(name)
+        params, macs = count_params(m), count_macs(m, e.resolution)
+        print(f"{name:<7}{e.width_mult:>6.1f}{e.depth_mult:>6.1f}{e.resolution:>5}"
+              f"{e.dropout:>6.1f}{params / 1e6:>11.2f}{_fmt_m(e.paper_params_m, 1, 1):>7}"
+              f"{macs / 1e9:>9.3f}{_fmt_m(e.paper_macs_b, 1, 2):>7}")
+    print("paper: Table 2 of Tan & Le (2019) for b0..b7, the Lite README for lite0..4; "
+          "MACs = multiply-adds of convs and linear layers.")
+    return 0
+
+
+@command("profile")
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Parameters, MACs and activation memory of one model."""
+    model = create_model(args.name, num_classes=args.num_classes)
+    res = args.resolution or model.pretrained_cfg["input_size"][-1]
+    p = profile(model, res)
+    print(f"model        {model.model_name}")
+    print(f"resolution   {p.resolution}")
+    print(f"params       {p.params:,} ({p.params / 1e6:.2f} M)")
+    print(f"MACs         {p.macs:,} ({p.macs / 1e9:.3f} B)")
+    print(f"activations  {p.activation_bytes / 2**20:.1f} MiB kept for backward (batch 1, fp32)")
+    return 0
+
+
+def parse_phis(text: str) -> list[float]:
+    """'2.5' -> [2.5]; '0,1,2' -> [0, 1, 2]; '1..7' -> [1, 2, ..., 7]."""
+    try:
+        if ".." in text and text.count("..") == 1 and not text.replace("..", "").count("."):
+            lo, hi = (int(v) for v in text.split(".."))
+            return [float(v) for v in range(lo, hi + 1)]
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"bad --phi {text!r}: give a number (2.5), a list (0,1,2) "
+                         "or a range (1..7)") from None
+
+
+@command("scale")
+def cmd_scale(args: argparse.Namespace) -> int:
+    """Compound-scaling coefficients for phi and the scaled model's params and MACs."""
+    base = canonical_name(args.base)
+    scaling = CompoundScaling(args.alpha, args.beta, args.gamma)
+    print(f"alpha={scaling.alpha:g} beta={scaling.beta:g} gamma={scaling.gamma:g} "
+          f"alpha*beta^2*gamma^2={scaling.flops_factor:.4f} (paper Eq. 3: ~2)")
+    print(f"{'phi':>6}{'depth':>8}{'width':>8}{'res':>6}{'params(M)':>11}{'MACs(B)':>9}"
+          f"{'x base':>8}")
+    base_macs = None
+    for phi in parse_phis(args.phi):
+        c = scaling.coefficients(phi, MODELS[base].resolution)
+        with torch.device("meta"):
+            m = create_model(base, phi=phi, scaling=scaling)
+            macs = count_macs(m, c.resolution)
+            if base_macs is None:
+                base_macs = count_macs(create_model(base), MODELS[base].resolution)
+        print(f"{phi:>6g}{c.depth_mult:>8.3f}{c.width_mult:>8.3f}{c.resolution:>6}"
+              f"{count_params(m) / 1e6:>11.2f}{macs / 1e9:>9.3f}{macs / base_macs:>8.2f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="effnet", description=__doc__.splitlines()[0] if __doc__
+                                     else None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list the named models beside paper Table 2")
+    p.add_argument("--filter", default="*", help="glob on model names, e.g. 'lite*'")
+
+    p = sub.add_parser("profile", help="params, MACs and activation memory of a model")
+    p.add_argument("name", help=f"one of {', '.join(MODELS)}")
+    p.add_argument("--resolution", type=int, default=None)
+    p.add_argument("--num-classes", type=int, default=1000)
+
+    p = sub.add_parser("scale", help="compound scaling: coefficients and cost for phi")
+    p.add_argument("--phi", required=True, help="2.5, a list 0,1,2 or a range 1..7")
+    p.add_argument("--alpha", type=float, default=1.2, help="depth base (default 1.2)")
+    p.add_argument("--beta", type=float, default=1.1, help="width base (default 1.1)")
+    p.add_argument("--gamma", type=float, default=1.15, help="resolution base (default 1.15)")
+    p.add_argument("--base", default="b0", help="baseline to scale: b0 or lite0")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `effnet` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, OSError, RuntimeError) as err:
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"effnet: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("effnet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

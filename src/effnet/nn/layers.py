@@ -1,0 +1,124 @@
+"""Building layers: convolution + batch norm + activation, SE, stochastic depth."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PADDING_MODES = ("symmetric", "same")
+
+# TF BatchNormalization momentum 0.99 is PyTorch momentum 0.01 (paper Section 5.2).
+TF_BN_MOMENTUM = 0.01
+TF_BN_EPS = 1e-3
+
+
+def make_activation(name: str) -> nn.Module:
+    """The activation module for a spec's activation name."""
+    if name == "silu":
+        return nn.SiLU()
+    if name == "relu6":
+        return nn.ReLU6()
+    if name == "relu":
+        return nn.ReLU()
+    if name == "identity":
+        return nn.Identity()
+    raise ValueError(f"unknown activation {name!r}: use silu, relu6, relu or identity")
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow 'SAME' padding (before, after) for one spatial dimension."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """A Conv2d with TensorFlow 'SAME' padding, computed from each input's size.
+
+    TF pads the extra pixel after (bottom/right) when the total is odd, which
+    differs from PyTorch's symmetric padding on stride-2 convs at even sizes.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = self.kernel_size
+        sh, sw = self.stride
+        top, bottom = same_padding(x.shape[-2], kh, sh, self.dilation[0])
+        left, right = same_padding(x.shape[-1], kw, sw, self.dilation[1])
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom))
+        return super().forward(x)
+
+
+def make_conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1,
+              bias: bool = False, padding: str = "symmetric") -> nn.Conv2d:
+    """A 2D convolution with symmetric or TF 'same' padding.
+
+    With 'same', only strided convs need per-input padding; stride-1 convs with
+    odd kernels pad symmetrically in both modes.
+    """
+    if padding not in PADDING_MODES:
+        raise ValueError(f"unknown padding {padding!r}: use one of {PADDING_MODES}")
+    if padding == "same" and stride > 1:
+        return Conv2dSame(in_ch, out_ch, kernel, stride, padding=0, groups=groups, bias=bias)
+    return nn.Conv2d(in_ch, out_ch, kernel, stride, padding=(kernel - 1) // 2, groups=groups,
+                     bias=bias)
+
+
+class ConvBNAct(nn.Sequential):
+    """Convolution, batch norm and an optional activation."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1,
+                 act: str = "silu", padding: str = "symmetric", bn_eps: float = TF_BN_EPS,
+                 bn_momentum: float = TF_BN_MOMENTUM) -> None:
+        super().__init__()
+        self.conv = make_conv(in_ch, out_ch, kernel, stride, groups, padding=padding)
+        self.bn = nn.BatchNorm2d(out_ch, eps=bn_eps, momentum=bn_momentum)
+        self.act = make_activation(act)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018) as used in MBConv.
+
+    Global average pool, 1x1 reduce, activation, 1x1 expand, sigmoid gate. The
+    reduced width comes from the block's input channels, not the expanded ones.
+    """
+
+    def __init__(self, channels: int, reduced: int, act: str = "silu") -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, reduced, 1, bias=True)
+        self.act = make_activation(act)
+        self.expand = nn.Conv2d(reduced, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        s = self.expand(self.act(self.reduce(s)))
+        return x * torch.sigmoid(s)
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth (Huang et al. 2016): drop whole samples' residual branches.
+
+    Survivors are divided by the keep probability, as in the reference code.
+    """
+    if p <= 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class DropPath(nn.Module):
+    """Module form of :func:`drop_path`."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:.4f}"

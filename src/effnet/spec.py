@@ -1,0 +1,140 @@
+"""Network specifications as plain data (paper Table 1).
+
+A baseline is a list of stages. Nothing here imports torch: specs can be
+printed, compared and scaled without building a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One row of paper Table 1: `repeats` identical blocks, the first with `stride`.
+
+    `block` names the operator: ``"mbconv"`` (mobile inverted bottleneck,
+    Sandler et al. 2018, with optional squeeze-and-excitation) or
+    ``"bottleneck"`` (ResNet bottleneck, used by the ResNet-style baseline).
+    """
+
+    block: str
+    kernel: int
+    stride: int
+    expand_ratio: float
+    out_channels: int
+    repeats: int
+    se_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.block not in ("mbconv", "bottleneck"):
+            raise ValueError(f"unknown block type {self.block!r}: use 'mbconv' or 'bottleneck'")
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise ValueError(f"kernel must be a positive odd number, got {self.kernel}")
+        if self.stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {self.stride}")
+        if self.repeats < 1 or self.out_channels < 1:
+            raise ValueError("repeats and out_channels must be >= 1")
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A whole network: stem conv, stages, 1x1 head conv, pooling and classifier.
+
+    `scale_stem_head` is True for the B-series (stem 32 and head 1280 grow with
+    width) and False for Lite. `fix_first_last_repeats` keeps the first and
+    last stage's repeat counts unscaled (Lite).
+    """
+
+    name: str
+    stages: tuple[StageSpec, ...]
+    stem_channels: int = 32
+    head_channels: int = 1280
+    activation: str = "silu"
+    scale_stem_head: bool = True
+    fix_first_last_repeats: bool = False
+    stem_stride: int = 2
+    stem_kernel: int = 3
+    width_mult: float = 1.0
+    depth_mult: float = 1.0
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def num_blocks(self) -> int:
+        """Total number of blocks over all stages."""
+        return sum(s.repeats for s in self.stages)
+
+    def with_(self, **changes) -> NetworkSpec:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
+def _mb(k: int, s: int, e: float, c: int, r: int, se: float = 0.25) -> StageSpec:
+    return StageSpec("mbconv", kernel=k, stride=s, expand_ratio=e, out_channels=c, repeats=r,
+                     se_ratio=se)
+
+
+# Paper Table 1: EfficientNet-B0, found by the FLOPs-aware MnasNet search.
+EFFICIENTNET_B0 = NetworkSpec(
+    name="efficientnet-b0",
+    stages=(
+        _mb(3, 1, 1, 16, 1),
+        _mb(3, 2, 6, 24, 2),
+        _mb(5, 2, 6, 40, 2),
+        _mb(3, 2, 6, 80, 3),
+        _mb(5, 1, 6, 112, 3),
+        _mb(5, 2, 6, 192, 4),
+        _mb(3, 1, 6, 320, 1),
+    ),
+)
+
+# EfficientNet-Lite: B0 without SE, ReLU6, stem and head fixed, first and last
+# stage repeats fixed (tensorflow/tpu lite builder).
+EFFICIENTNET_LITE = NetworkSpec(
+    name="efficientnet-lite",
+    stages=tuple(replace(s, se_ratio=0.0) for s in EFFICIENTNET_B0.stages),
+    activation="relu6",
+    scale_stem_head=False,
+    fix_first_last_repeats=True,
+)
+
+# MobileNetV2 (Sandler et al. 2018, Table 2), the paper's Table 3 baseline:
+# MBConv without SE, ReLU6, all 3x3 kernels.
+MOBILENET_V2 = NetworkSpec(
+    name="mobilenetv2",
+    stages=(
+        _mb(3, 1, 1, 16, 1, 0.0),
+        _mb(3, 2, 6, 24, 2, 0.0),
+        _mb(3, 2, 6, 32, 3, 0.0),
+        _mb(3, 2, 6, 64, 4, 0.0),
+        _mb(3, 1, 6, 96, 3, 0.0),
+        _mb(3, 2, 6, 160, 3, 0.0),
+        _mb(3, 1, 6, 320, 1, 0.0),
+    ),
+    activation="relu6",
+)
+
+# ResNet-50 (He et al. 2016) as a spec, the paper's Table 3 baseline. The
+# bottleneck's `expand_ratio` is its channel reduction (out / 4 inside). The
+# 7x7 stem and max-pool of the original are folded into a stride-4 stem here
+# (stride 2 conv followed by the first stage's stride 2).
+RESNET_50 = NetworkSpec(
+    name="resnet50",
+    stages=(
+        StageSpec("bottleneck", 3, 2, 0.25, 256, 3),
+        StageSpec("bottleneck", 3, 2, 0.25, 512, 4),
+        StageSpec("bottleneck", 3, 2, 0.25, 1024, 6),
+        StageSpec("bottleneck", 3, 2, 0.25, 2048, 3),
+    ),
+    stem_channels=64,
+    head_channels=0,
+    activation="relu",
+    stem_kernel=7,
+)
+
+BASELINES: dict[str, NetworkSpec] = {
+    "b0": EFFICIENTNET_B0,
+    "lite": EFFICIENTNET_LITE,
+    "mobilenetv2": MOBILENET_V2,
+    "resnet50": RESNET_50,
+}

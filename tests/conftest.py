@@ -1,0 +1,49 @@
+"""Shared test helpers: reference data and state-dict transfer by tensor order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def paper() -> dict:
+    return json.loads((DATA / "paper_reference.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def model_counts() -> dict[str, dict]:
+    rows = json.loads((DATA / "model_counts.json").read_text())["rows"]
+    return {r["model"]: r for r in rows}
+
+
+def randomize_bn_stats(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give every BN non-trivial running stats and affine params, so eval outputs test them."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+            m.weight.data.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+
+
+def transfer_by_order(src: dict[str, torch.Tensor], dst_model: torch.nn.Module) -> None:
+    """Copy a reference state dict into `dst_model` tensor by tensor, checking every shape.
+
+    timm, torchvision and effnet list the same tensors in the same order (FACTS.md),
+    so the i-th tensor of one is the i-th of the other.
+    """
+    dst = dst_model.state_dict()
+    assert len(src) == len(dst), f"{len(src)} reference tensors vs {len(dst)} in effnet"
+    mapped = {}
+    for (sk, sv), (dk, dv) in zip(src.items(), dst.items(), strict=True):
+        assert sv.shape == dv.shape, f"{sk} {tuple(sv.shape)} vs {dk} {tuple(dv.shape)}"
+        mapped[dk] = sv.clone()
+    dst_model.load_state_dict(mapped, strict=True)

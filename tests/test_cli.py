@@ -1,0 +1,52 @@
+"""The `effnet` command as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from effnet.cli import main, parse_phis
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "effnet", *args], capture_output=True, text=True)
+
+
+def test_models_table(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("b0", "b7", "l2", "lite4"):
+        assert f"\n{name} " in out
+    b0 = next(line for line in out.splitlines() if line.startswith("b0 "))
+    assert "5.29" in b0 and "0.386" in b0 and "0.39" in b0
+
+
+def test_scale_prints_coefficients(capsys):
+    assert main(["scale", "--phi", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1.200" in out and "1.100" in out and "258" in out
+
+
+def test_profile(capsys):
+    assert main(["profile", "efficientnet_b0", "--resolution", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "5,288,548" in out and "resolution   128" in out
+
+
+def test_parse_phis():
+    assert parse_phis("1..3") == [1.0, 2.0, 3.0]
+    assert parse_phis("0,2.5") == [0.0, 2.5]
+
+
+def test_unknown_name_is_one_line_error():
+    r = run("profile", "b9")
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "unknown model 'b9'" in r.stderr and "lite4" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_alpha_is_one_line_error():
+    r = run("scale", "--phi", "1", "--alpha", "0.5")
+    assert r.returncode == 2 and "alpha must be" in r.stderr and "Traceback" not in r.stderr
+    r = run("scale", "--phi", "x")
+    assert r.returncode == 2 and "bad --phi" in r.stderr
