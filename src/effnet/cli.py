@@ -4,30 +4,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
+from . import commands_bench, commands_io, commands_search, commands_train
+from .errors import EffnetError
 from .model_factory import create_model, list_models
 from .profile import count_macs, count_params, profile
 from .scaling import CompoundScaling
 from .zoo import MODELS, canonical_name
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-def command(name: str):
-    def register(fn):
-        COMMANDS[name] = fn
-        return fn
-    return register
-
+# Each feature area registers its own subcommands: register(subparsers) -> None.
+PLUGINS = [commands_io, commands_train, commands_bench, commands_search]
 
 def _fmt_m(v: float | None, div: float, digits: int = 2) -> str:
     return "-" if v is None else f"{v / div:.{digits}f}"
 
 
-@command("models")
 def cmd_models(args: argparse.Namespace) -> int:
     """Every named model beside the paper's Table 2 numbers."""
     names = list_models(args.filter)
@@ -50,7 +44,6 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("profile")
 def cmd_profile(args: argparse.Namespace) -> int:
     """Parameters, MACs and activation memory of one model."""
     model = create_model(args.name, num_classes=args.num_classes)
@@ -76,7 +69,6 @@ def parse_phis(text: str) -> list[float]:
                          "or a range (1..7)") from None
 
 
-@command("scale")
 def cmd_scale(args: argparse.Namespace) -> int:
     """Compound-scaling coefficients for phi and the scaled model's params and MACs."""
     base = canonical_name(args.base)
@@ -105,11 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the named models beside paper Table 2")
     p.add_argument("--filter", default="*", help="glob on model names, e.g. 'lite*'")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("profile", help="params, MACs and activation memory of a model")
     p.add_argument("name", help=f"one of {', '.join(MODELS)}")
     p.add_argument("--resolution", type=int, default=None)
     p.add_argument("--num-classes", type=int, default=1000)
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("scale", help="compound scaling: coefficients and cost for phi")
     p.add_argument("--phi", required=True, help="2.5, a list 0,1,2 or a range 1..7")
@@ -117,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=1.1, help="width base (default 1.1)")
     p.add_argument("--gamma", type=float, default=1.15, help="resolution base (default 1.15)")
     p.add_argument("--base", default="b0", help="baseline to scale: b0 or lite0")
+    p.set_defaults(func=cmd_scale)
+
+    for module in PLUGINS:
+        module.register(sub)
     return parser
 
 
@@ -124,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `effnet` command."""
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
-    except (ValueError, OSError, RuntimeError) as err:
+        return args.func(args)
+    except (ValueError, OSError, RuntimeError, EffnetError) as err:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"effnet: error: {msg}", file=sys.stderr)
         return 2

@@ -1,0 +1,9 @@
+"""`effnet` subcommands of issue 6 (speed): bench."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this area's subcommands to the `effnet` parser."""
