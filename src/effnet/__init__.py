@@ -5,6 +5,7 @@ from .nn.model import EfficientNet
 from .profile import Profile, profile
 from .scaling import CompoundScaling, round_filters, round_repeats, scale
 from .spec import BASELINES, NetworkSpec, StageSpec
+from .weights import load_weights, save_pretrained
 
 __version__ = "0.1.0"
 
@@ -17,8 +18,10 @@ __all__ = [
     "StageSpec",
     "create_model",
     "list_models",
+    "load_weights",
     "profile",
     "round_filters",
     "round_repeats",
+    "save_pretrained",
     "scale",
 ]

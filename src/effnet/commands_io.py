@@ -3,7 +3,145 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+
+from .errors import EffnetError
+from .weights import LAYOUTS
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Load any supported checkpoint into a named model and save it in effnet's format."""
+    from .model_factory import create_model
+    from .weights import load_weights
+
+    model = create_model(args.model, num_classes=args.num_classes)
+    result = load_weights(model, args.source, layout=args.layout)
+    out = model.save_pretrained(args.output)
+    print(f"read   {result}")
+    print(f"wrote  {out}/model.safetensors and {out}/config.json "
+          f"(model {model.model_name}, {model.num_classes} classes)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a model with its weights to ONNX (dynamic batch) or TorchScript."""
+    from .export import export, max_onnx_difference
+    from .model_factory import create_model
+    from .weights import is_pretrained_dir
+
+    name = args.name
+    if args.weights is None and is_pretrained_dir(name):
+        name, weights = None, name
+    else:
+        weights = args.weights
+    model = create_model(name, pretrained=weights).eval()
+    if weights is None:
+        print("effnet: note: no --weights given; exporting randomly initialised weights",
+              file=sys.stderr)
+    size = args.image_size or model.pretrained_cfg["input_size"][-1]
+    path = export(model, args.output, args.format, size, args.opset)
+    line = f"wrote  {path} ({args.format}, input Nx{model.stem.conv.in_channels}x{size}x{size}"
+    line += ", dynamic batch)" if args.format == "onnx" else ")"
+    print(line)
+    if args.format == "onnx" and not args.no_check:
+        diff = max_onnx_difference(model, path, size)
+        print(f"check  onnxruntime vs PyTorch on random inputs: max |logit diff| {diff:.2e}")
+        if diff > 1e-3:
+            raise EffnetError(f"the ONNX file disagrees with PyTorch by {diff:.2e}: report this "
+                              "as a bug, with the model name")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Top-k classes of each image; undecodable images are reported and skipped."""
+    from .predict import Failure, image_paths, predict, prepare_model
+
+    prepared = prepare_model(args.model, args.weights, runtime=args.runtime,
+                             image_size=args.image_size)
+    paths = image_paths(args.images)
+    if not paths:
+        raise EffnetError("no image files given: pass image paths or folders of images")
+    failed = 0
+    for result in predict(prepared, paths, topk=args.topk, batch_size=args.batch_size):
+        if isinstance(result, Failure):
+            failed += 1
+            print(f"effnet: error: {result.error} (skipped)", file=sys.stderr)
+            continue
+        print(result.path)
+        for index, label, prob in result.top:
+            print(f"  {100 * prob:6.2f}%  {label} ({index})")
+    if failed:
+        print(f"effnet: {failed} of {len(paths)} image(s) could not be read", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Top-1 / top-5 accuracy on an ImageFolder tree."""
+    from .evaluate import evaluate
+    from .predict import prepare_model
+
+    prepared = prepare_model(args.model, args.weights, runtime=args.runtime,
+                             image_size=args.image_size)
+    result = evaluate(prepared, args.data, batch_size=args.batch_size, workers=args.workers,
+                      limit=args.limit, progress=not args.no_progress)
+    print(f"model {prepared.model_name} at {prepared.image_size}px ({prepared.runtime})")
+    print(result.summary())
+    return 0
+
+
+def _add_inference_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="model name (b0..b8, l2, lite0..lite4); optional when --weights is a "
+                        "folder from save_pretrained / convert")
+    p.add_argument("--weights", default=None,
+                   help="checkpoint file (timm, torchvision, TF-ported, effnet), a "
+                        "save_pretrained folder, or 'packaged' (Lite0 ImageNet weights)")
+    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                   help="'onnxruntime' exports to ONNX once (cached next to the weights)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="crop size (default: the model's pretrained_cfg)")
+    p.add_argument("--batch-size", type=int, default=16)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the `effnet` parser."""
+    p = sub.add_parser("convert", help="convert a timm/torchvision/TF-ported checkpoint to "
+                                       "effnet's format (safetensors + config.json)")
+    p.add_argument("source", help="checkpoint file or folder, or 'packaged'")
+    p.add_argument("--model", required=True, help="model name the checkpoint belongs to")
+    p.add_argument("--output", required=True, help="folder to write")
+    p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS))
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classes of the checkpoint's classifier (default 1000)")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("export", help="export to ONNX (dynamic batch) or TorchScript")
+    p.add_argument("name", help="model name, or a save_pretrained folder")
+    p.add_argument("--weights", default=None, help="checkpoint, folder or 'packaged'")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--output", required=True, help="file to write")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="input size the file takes (default: the model's resolution)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip running the ONNX file in onnxruntime against PyTorch")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="top-k ImageNet classes of images")
+    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...) or folders")
+    _add_inference_args(p)
+    p.add_argument("--topk", type=int, default=5)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("eval", help="top-1 / top-5 accuracy on an ImageFolder tree")
+    p.add_argument("--data", required=True,
+                   help="folder of class folders (ImageNet val: synset folders n01440764 ...)")
+    _add_inference_args(p)
+    p.set_defaults(batch_size=32)
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="data loading processes")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)

@@ -9,6 +9,8 @@ from typing import Any
 from .nn.layers import PADDING_MODES, TF_BN_EPS
 from .nn.model import EfficientNet
 from .scaling import CompoundScaling, scale
+from .weights import PACKAGED, is_pretrained_dir, load_weights, read_config
+from .weights.io import pretrained_cfg_from_config, spec_from_config
 from .zoo import MODELS, canonical_name
 
 
@@ -17,7 +19,8 @@ def list_models(pattern: str = "*") -> list[str]:
     return [n for n in MODELS if fnmatch.fnmatch(n, pattern)]
 
 
-def create_model(name: str, pretrained: Any = None, num_classes: int = 1000, in_chans: int = 3,
+def create_model(name: str | None = None, pretrained: Any = None, num_classes: int | None = None,
+                 in_chans: int = 3,
                  drop_rate: float | None = None, drop_path_rate: float | None = None,
                  features_only: bool = False, out_indices: Sequence[int] | None = None,
                  padding: str | None = None, bn_eps: float | None = None,
@@ -30,9 +33,29 @@ def create_model(name: str, pretrained: Any = None, num_classes: int = 1000, in_
     `scaling.coefficients(phi)` (default alpha=1.2, beta=1.1, gamma=1.15).
     `padding` is 'symmetric' (default, PyTorch style) or 'same' (TensorFlow
     SAME, for TF-ported weights). `bn_eps` defaults to TF's 1e-3; timm's
-    `efficientnet_*` and torchvision's b0..b4 weights use 1e-5. `pretrained`
-    loads weights (a path, a state dict, or 'packaged').
+    `efficientnet_*` and torchvision's b0..b4 weights use 1e-5. `num_classes`
+    defaults to 1000.
+
+    `pretrained` loads weights with `effnet.load_weights` (a file, a state
+    dict, or 'packaged' for the Lite0 ImageNet weights; True means 'packaged'
+    for lite0), which also sets the padding and BN eps the weights need. A
+    folder written by `model.save_pretrained` restores that model: `name`
+    may then be left out.
     """
+    if pretrained is True:
+        pretrained = _default_pretrained(name)
+    if pretrained is not None and pretrained is not False and is_pretrained_dir(pretrained):
+        config = read_config(pretrained)
+        if name is None:
+            return _restore(pretrained, config, num_classes=num_classes, in_chans=in_chans,
+                            drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+                            features_only=features_only, out_indices=out_indices, **kwargs)
+        if num_classes is None:
+            num_classes = int(config.get("num_classes", 1000))
+    if name is None:
+        raise ValueError("create_model needs a model name (one of "
+                         f"{', '.join(MODELS)}), or pretrained=<folder from save_pretrained>")
+    num_classes = 1000 if num_classes is None else num_classes
     entry = MODELS[canonical_name(name)]
     padding = padding or "symmetric"
     if padding not in PADDING_MODES:
@@ -45,6 +68,9 @@ def create_model(name: str, pretrained: Any = None, num_classes: int = 1000, in_
         spec = scale(entry.base, coeffs.width_mult, coeffs.depth_mult).with_(
             name=f"{entry.name}-phi{phi:g}")
         spec.meta.update(phi=float(phi), base=entry.name)
+        if scaling is not None:
+            spec.meta["scaling"] = {"alpha": scaling.alpha, "beta": scaling.beta,
+                                    "gamma": scaling.gamma}
         cfg["input_size"] = (3, coeffs.resolution, coeffs.resolution)
         cfg["crop_pct"] = round(coeffs.resolution / (coeffs.resolution + 32), 3)
     else:
@@ -64,7 +90,40 @@ def create_model(name: str, pretrained: Any = None, num_classes: int = 1000, in_
     model.default_cfg = cfg
     model.model_name = entry.name if phi is None else spec.name
     if pretrained is not None and pretrained is not False:
-        from .weights import load_weights
-
         load_weights(model, pretrained)
+    return model
+
+
+def _default_pretrained(name: str | None) -> str:
+    """pretrained=True: the only weights effnet can find offline are the packaged Lite0 ones."""
+    if name is not None and canonical_name(name) == "lite0":
+        return PACKAGED
+    raise ValueError(f"no weights ship for {name!r}: pass pretrained=<checkpoint file> "
+                     "(timm, torchvision, TF-ported or effnet), or use 'lite0' with "
+                     "pretrained='packaged'")
+
+
+def _restore(directory: Any, config: dict, num_classes: int | None = None, in_chans: int = 3,
+             drop_rate: float | None = None, drop_path_rate: float | None = None,
+             features_only: bool = False, out_indices: Sequence[int] | None = None,
+             **kwargs: Any) -> EfficientNet:
+    """Rebuild a model from a save_pretrained folder's config (its full spec) and load it."""
+    if kwargs:
+        raise TypeError(f"create_model got unexpected arguments: {', '.join(kwargs)}")
+    spec = spec_from_config(config)
+    model = EfficientNet(
+        spec, num_classes=int(config.get("num_classes", 1000) if num_classes is None
+                              else num_classes),
+        in_chans=int(config.get("in_chans", in_chans)),
+        drop_rate=float(config.get("drop_rate", 0.2) if drop_rate is None else drop_rate),
+        drop_path_rate=float(config.get("drop_path_rate", 0.2) if drop_path_rate is None
+                             else drop_path_rate),
+        padding=config.get("padding", "symmetric"), bn_eps=float(config.get("bn_eps", TF_BN_EPS)),
+        features_only=features_only or bool(config.get("features_only", False)),
+        out_indices=out_indices if out_indices is not None else config.get("out_indices"))
+    model.model_name = str(config.get("model_name", spec.name))
+    cfg = pretrained_cfg_from_config(config)
+    cfg["num_classes"] = model.num_classes
+    model.pretrained_cfg = model.default_cfg = cfg
+    load_weights(model, directory)
     return model

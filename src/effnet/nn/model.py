@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -126,6 +128,15 @@ class EfficientNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write weights (model.safetensors) and config.json to `directory`, atomically.
+
+        `effnet.create_model(pretrained=directory)` rebuilds the model from it.
+        """
+        from ..weights.io import save_pretrained
+
+        return save_pretrained(self, directory)
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a fresh one for `num_classes` (0 removes it)."""
         if self.features_only:
@@ -135,6 +146,22 @@ class EfficientNet(nn.Module):
                            else nn.Identity())
         if num_classes:
             init_weights(self.classifier)
+
+    def set_memory_efficient(self, enable: bool = True) -> EfficientNet:
+        """Recompute BN, activations and SE gating in backward instead of storing them.
+
+        Same outputs, gradients and state dict; see :mod:`effnet.nn.efficient`.
+        """
+        from .efficient import set_memory_efficient
+
+        return set_memory_efficient(self, enable)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> EfficientNet:
+        """Activation checkpointing per stage: keep stage inputs, recompute the rest in backward."""
+        from .efficient import set_grad_checkpointing
+
+        set_grad_checkpointing(self.blocks, enable)
+        return self
 
 
 def init_weights(module: nn.Module) -> None:

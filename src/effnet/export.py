@@ -1,0 +1,177 @@
+"""Export a model to ONNX (dynamic batch) or TorchScript, and run ONNX files in onnxruntime.
+
+Models with TF 'same' padding compute their padding from the input size; a
+traced export records it for the export resolution, so exported files take
+that one image size (ONNX declares it; any batch size works).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import EffnetError
+from .weights.io import (
+    PACKAGED,
+    WEIGHTS_NAME,
+    atomic_path,
+    model_config,
+    packaged_weights_path,
+)
+
+FORMATS = ("onnx", "torchscript")
+DEFAULT_OPSET = 17
+ONNX_HINT = "pip install onnxruntime (or pip install 'effnet[onnx]')"
+
+
+def _input_shape(model: nn.Module, image_size: int | None) -> tuple[int, int, int]:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    chans, *_ = cfg.get("input_size", (model.stem.conv.in_channels, 224, 224))
+    size = int(image_size or cfg.get("input_size", (3, 224, 224))[-1])
+    if size < 8:
+        raise EffnetError(f"image size {size} is too small: use at least 32 px")
+    return int(chans), size, size
+
+
+@contextlib.contextmanager
+def _quiet_tracing() -> Iterator[None]:
+    """Tracing warns about the Python ints of 'same' padding; the export resolution fixes them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: int | None = None,
+                opset: int = DEFAULT_OPSET) -> Path:
+    """Write `model` (eval mode) as ONNX with a dynamic batch axis; returns the path.
+
+    Input `input` (N, C, H, W) float32, output `logits` (N, num_classes).
+    """
+    path = Path(path)
+    was_training = model.training
+    model.eval()
+    shape = _input_shape(model, image_size)
+    example = torch.zeros(1, *shape)
+    outputs = (["logits"] if not getattr(model, "features_only", False) else
+               [f"features_{i}" for i in range(len(model.feature_info))])
+    axes: dict[str, Any] = {"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
+    try:
+        with _quiet_tracing(), atomic_path(path, suffix=".onnx") as tmp:
+            torch.onnx.export(model, (example,), str(tmp), dynamo=False, input_names=["input"],
+                              output_names=outputs, dynamic_axes=axes, opset_version=opset)
+    finally:
+        model.train(was_training)
+    return path
+
+
+def export_torchscript(model: nn.Module, path: str | os.PathLike,
+                       image_size: int | None = None) -> Path:
+    """Write `model` (eval mode) as a traced TorchScript file with its config as an extra file."""
+    path = Path(path)
+    was_training = model.training
+    model.eval()
+    example = torch.zeros(1, *_input_shape(model, image_size))
+    extra = {"effnet_config.json": json.dumps(model_config(model))}
+    try:
+        with _quiet_tracing(), torch.no_grad():
+            traced = torch.jit.freeze(torch.jit.trace(model, example))
+        with _quiet_tracing(), atomic_path(path, suffix=".pt") as tmp:
+            torch.jit.save(traced, str(tmp), _extra_files=extra)
+    finally:
+        model.train(was_training)
+    return path
+
+
+def export(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx",
+           image_size: int | None = None, opset: int = DEFAULT_OPSET) -> Path:
+    """Export to 'onnx' or 'torchscript'."""
+    if fmt == "onnx":
+        return export_onnx(model, path, image_size, opset)
+    if fmt == "torchscript":
+        return export_torchscript(model, path, image_size)
+    raise EffnetError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    """An onnxruntime CPU inference session for an ONNX file."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise EffnetError(f"the onnxruntime runtime needs onnxruntime: {ONNX_HINT}") from None
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime's own error types
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise EffnetError(f"onnxruntime cannot load {path} ({text}): export it again with "
+                          "`effnet export`") from None
+
+
+def max_onnx_difference(model: nn.Module, path: str | os.PathLike, image_size: int | None = None,
+                        batch: int = 2, seed: int = 0) -> float:
+    """Largest |logit difference| between onnxruntime and PyTorch on random inputs."""
+    shape = _input_shape(model, image_size)
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
+    session = onnx_session(path)
+    ours = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+    model.train(was_training)
+    return float(np.abs(ours - ref.numpy()).max())
+
+
+def cache_dir() -> Path:
+    """Where derived files go when their source's folder is not writable ($EFFNET_CACHE_DIR)."""
+    root = os.environ.get("EFFNET_CACHE_DIR")
+    if root:
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "effnet"
+
+
+def _weights_file(weights: Any) -> Path | None:
+    if isinstance(weights, str | os.PathLike):
+        if str(weights) == PACKAGED:
+            return packaged_weights_path()
+        path = Path(weights)
+        return path / WEIGHTS_NAME if path.is_dir() and (path / WEIGHTS_NAME).is_file() else path
+    return None
+
+
+def onnx_cache_path(model: nn.Module, weights: Any, image_size: int) -> Path:
+    """The cached ONNX file for (weights, model, image size): next to the weights if writable."""
+    name = str(getattr(model, "model_name", model.spec.name))
+    tag = f"{name}-{model.num_classes}c-{image_size}px-{model.padding}"
+    source = _weights_file(weights)
+    if source is None:
+        raise EffnetError("the onnxruntime runtime needs weights from a file or folder "
+                          "(to cache the ONNX export next to them)")
+    if str(weights) != PACKAGED and os.access(source.parent, os.W_OK):
+        return source.parent / f"{source.stem}.{tag}.onnx"
+    digest = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]
+    return cache_dir() / "onnx" / f"{source.stem}-{digest}.{tag}.onnx"
+
+
+def cached_onnx(model: nn.Module, weights: Any, image_size: int) -> Path:
+    """Export `model` to ONNX once; reuse the file while it is newer than the weights."""
+    path = onnx_cache_path(model, weights, image_size)
+    source = _weights_file(weights)
+    if path.is_file() and source is not None and path.stat().st_mtime >= source.stat().st_mtime:
+        return path
+    return export_onnx(model, path, image_size)

@@ -1,0 +1,200 @@
+"""Classify images with a trained model: model preparation, image decoding, top-k.
+
+`prepare_model` is the one place where predict and eval turn (model name,
+weights, runtime) into something that maps a batch of preprocessed images to
+logits; both commands go through it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .data.transforms import eval_transform
+from .errors import EffnetError
+from .model_factory import create_model
+from .weights import is_pretrained_dir
+
+RUNTIMES = ("torch", "onnxruntime")
+
+
+@cache
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in the standard index order (package data)."""
+    text = resources.files("effnet").joinpath("data/imagenet_classes.txt").read_text()
+    return tuple(line for line in text.splitlines() if line)
+
+
+@cache
+def imagenet_synsets() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k WordNet ids (n01440764, ...); index i is class i (sorted order)."""
+    text = resources.files("effnet").joinpath("data/imagenet_synsets.txt").read_text()
+    return tuple(line for line in text.splitlines() if line)
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Decode an image file to RGB: JPEG, PNG and the rest PIL reads, greyscale, RGBA, 16-bit.
+
+    Transparent pixels are composited onto white. A file that cannot be
+    decoded raises EffnetError naming it.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return to_rgb(img)
+    except FileNotFoundError:
+        raise EffnetError(f"image {path} not found") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise EffnetError(f"cannot decode image {path}: {reason}") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An RGB copy of any PIL image."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB") if img.mode != "RGB" else img.copy()
+
+
+@dataclass
+class PreparedModel:
+    """A model ready for inference: preprocessing, the runtime that computes logits, labels."""
+
+    model_name: str
+    pretrained_cfg: dict[str, Any]
+    image_size: int
+    num_classes: int
+    runtime: str
+    run: Callable[[torch.Tensor], torch.Tensor]
+    transform: Callable[[Image.Image], torch.Tensor]
+    labels: Sequence[str] | None = None
+    module: torch.nn.Module | None = field(default=None, repr=False)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if self.labels else f"class {index}"
+
+
+def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
+                  image_size: int | None = None, device: str = "cpu") -> PreparedModel:
+    """Build `model` with `weights` for inference on `runtime` ('torch' or 'onnxruntime').
+
+    `weights` is anything `effnet.load_weights` reads; `model` may be None when
+    `weights` (or `model` itself) is a save_pretrained folder. With
+    'onnxruntime', the model is exported to ONNX once and cached next to the
+    weights (see `effnet.export.cached_onnx`).
+    """
+    if runtime not in RUNTIMES:
+        raise EffnetError(f"unknown runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
+    if weights is None and model is not None and is_pretrained_dir(model):
+        model, weights = None, model
+    if weights is None:
+        raise EffnetError("inference needs trained weights: pass --weights FILE|DIR|packaged")
+    if model is None and not is_pretrained_dir(weights):
+        raise EffnetError(f"--model is needed for {weights}: only folders written by "
+                          "save_pretrained / `effnet convert` carry their model name")
+    net = create_model(model, pretrained=weights).eval()
+    cfg = dict(net.pretrained_cfg)
+    size = int(image_size or cfg["input_size"][-1])
+    names = cfg.get("label_names")
+    labels = (list(names) if names and len(names) == net.num_classes else
+              imagenet_class_names() if net.num_classes == 1000 else None)
+    if runtime == "onnxruntime":
+        from .export import cached_onnx, onnx_session
+
+        session = onnx_session(cached_onnx(net, weights, size))
+        input_name = session.get_inputs()[0].name
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(session.run(None, {input_name: x.numpy()})[0])
+    else:
+        net = net.to(device)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return net(x.to(device)).float().cpu()
+
+    return PreparedModel(model_name=str(getattr(net, "model_name", net.spec.name)),
+                         pretrained_cfg=cfg, image_size=size, num_classes=net.num_classes,
+                         runtime=runtime, run=run, transform=eval_transform(cfg, size),
+                         labels=labels, module=net)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-k classes of one image: (class index, label, probability), best first."""
+
+    path: str
+    top: list[tuple[int, str, float]]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An image that could not be decoded."""
+
+    path: str
+    error: str
+
+
+def predict(prepared: PreparedModel, paths: Iterable[str | os.PathLike], topk: int = 5,
+            batch_size: int = 16) -> Iterator[Prediction | Failure]:
+    """Classify images in batches; undecodable files come back as `Failure` in their place."""
+    if topk < 1:
+        raise EffnetError(f"topk must be >= 1, got {topk}")
+    k = min(topk, prepared.num_classes)
+    pending: list[tuple[str, torch.Tensor]] = []
+
+    def flush() -> Iterator[Prediction]:
+        batch = torch.stack([x for _, x in pending])
+        probs = prepared(batch).softmax(dim=-1)
+        values, indices = probs.topk(k, dim=-1)
+        for (path, _), vals, idxs in zip(pending, values.tolist(), indices.tolist(), strict=True):
+            yield Prediction(path, [(i, prepared.label(i), p) for i, p in zip(idxs, vals,
+                                                                              strict=True)])
+        pending.clear()
+
+    for path in paths:
+        try:
+            x = prepared.transform(load_image(path))
+        except EffnetError as err:
+            yield from flush() if pending else ()
+            yield Failure(str(path), str(err))
+            continue
+        pending.append((str(path), x))
+        if len(pending) >= batch_size:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def image_paths(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files given on the command line; folders expand to the image files inside them."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    out: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
+        else:
+            out.append(path)
+    return out
