@@ -1,0 +1,103 @@
+"""Training-time augmentation with torchvision transforms v2.
+
+Two families:
+
+* ``"autoaugment"`` / ``"randaugment"`` / ``"crop"``: the paper's ImageNet
+  pipeline (Section 5.2, the reference TF code's preprocessing): random resized
+  crop (area 0.08-1, aspect 3/4-4/3, bicubic), horizontal flip, then AutoAugment
+  (ImageNet policy), RandAugment, or nothing more.
+* ``"light"``: for small, low-resolution data (Fashion-MNIST, CIFAR): resize to
+  the model's resolution, random crop with 1/8 zero padding, horizontal flip.
+  Heavy ImageNet policies hurt 28x28 greyscale images more than they help.
+
+Greyscale images become 3-channel for 3-channel models (and colour images
+become greyscale for 1-channel models), before any colour operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchvision.transforms import v2 as T
+
+from .transforms import interpolation
+
+AUGMENTS = ("autoaugment", "randaugment", "crop", "light", "none")
+
+
+def channel_transform(in_chans: int) -> T.Transform:
+    """Convert any image to `in_chans` channels: 3 -> RGB (greyscale repeated), 1 -> greyscale."""
+    if in_chans == 3:
+        return T.RGB()
+    if in_chans == 1:
+        return T.Grayscale(num_output_channels=1)
+    raise ValueError(f"images can feed models with 1 or 3 input channels, not {in_chans}")
+
+
+def normalize_stats(mean: Sequence[float], std: Sequence[float],
+                    in_chans: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std for `in_chans` channels (1 channel: the average of the 3)."""
+    mean, std = list(mean), list(std)
+    if in_chans == 1 and len(mean) != 1:
+        return [sum(mean) / len(mean)], [sum(std) / len(std)]
+    return mean, std
+
+
+def train_transform(image_size: int, augment: str = "autoaugment", *, in_chans: int = 3,
+                    mean: Sequence[float] = (0.485, 0.456, 0.406),
+                    std: Sequence[float] = (0.229, 0.224, 0.225),
+                    interp: str = "bicubic", hflip: bool = True) -> T.Compose:
+    """Training transform: PIL image or uint8 CHW tensor in, normalized float tensor out."""
+    if augment not in AUGMENTS:
+        raise ValueError(f"unknown augment {augment!r}: use one of {', '.join(AUGMENTS)}")
+    mode = interpolation(interp)
+    mean, std = normalize_stats(mean, std, in_chans)
+    ops: list[T.Transform] = [T.ToImage(), channel_transform(in_chans)]
+    if augment == "light":
+        ops += [T.Resize(image_size, interpolation=mode, antialias=True),
+                T.CenterCrop(image_size),
+                T.RandomCrop(image_size, padding=max(1, image_size // 8))]
+    elif augment == "none":
+        ops += [T.Resize(image_size, interpolation=mode, antialias=True),
+                T.CenterCrop(image_size)]
+    else:
+        ops.append(T.RandomResizedCrop(image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                                       interpolation=mode, antialias=True))
+    if hflip and augment != "none":
+        ops.append(T.RandomHorizontalFlip())
+    # the policies' affine ops run on tensors, where torchvision has no bicubic; the reference
+    # code fills uncovered pixels with 128 ("replace value")
+    policy_mode = T.InterpolationMode.BILINEAR
+    if augment == "autoaugment":
+        ops.append(T.AutoAugment(T.AutoAugmentPolicy.IMAGENET, interpolation=policy_mode,
+                                 fill=128))
+    elif augment == "randaugment":
+        ops.append(T.RandAugment(num_ops=2, magnitude=9, interpolation=policy_mode, fill=128))
+    ops += [T.ToDtype(torch.float32, scale=True), T.Normalize(mean=mean, std=std)]
+    return T.Compose(ops)
+
+
+def small_eval_transform(image_size: int, *, in_chans: int = 3,
+                         mean: Sequence[float] = (0.485, 0.456, 0.406),
+                         std: Sequence[float] = (0.229, 0.224, 0.225),
+                         interp: str = "bicubic") -> T.Compose:
+    """Eval transform for small whole-object images (no crop margin): resize, normalize."""
+    mean, std = normalize_stats(mean, std, in_chans)
+    return T.Compose([T.ToImage(), channel_transform(in_chans),
+                      T.Resize(image_size, interpolation=interpolation(interp), antialias=True),
+                      T.CenterCrop(image_size),
+                      T.ToDtype(torch.float32, scale=True), T.Normalize(mean=mean, std=std)])
+
+
+def imagenet_eval_transform(cfg: dict, image_size: int, in_chans: int = 3) -> T.Compose:
+    """The model's eval transform (resize to size/crop_pct, center crop) with channel handling."""
+    from .transforms import eval_transform
+
+    base = eval_transform(cfg, image_size)
+    mean, std = normalize_stats(cfg["mean"], cfg["std"], in_chans)
+    ops = [T.Normalize(mean=mean, std=std) if isinstance(op, T.Normalize) else op
+           for op in base.transforms]
+    first = next((i + 1 for i, op in enumerate(ops) if isinstance(op, T.ToImage)), 0)
+    ops.insert(first, channel_transform(in_chans))
+    return T.Compose(ops)
