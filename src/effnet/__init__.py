@@ -1,5 +1,6 @@
 """effnet: EfficientNet (Tan & Le, ICML 2019) on PyTorch, with compound scaling as an API."""
 
+from .fast import optimize_for_inference
 from .model_factory import create_model, list_models
 from .nn.model import EfficientNet
 from .profile import Profile, profile
@@ -19,6 +20,7 @@ __all__ = [
     "create_model",
     "list_models",
     "load_weights",
+    "optimize_for_inference",
     "profile",
     "round_filters",
     "round_repeats",

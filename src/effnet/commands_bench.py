@@ -3,7 +3,121 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
+
+TASKS = ("inference", "training", "memory", "table4", "limits")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"bad batch list {text!r}: give numbers separated by commas, "
+                         "e.g. 1,32") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"bad batch list {text!r}: batch sizes must be >= 1")
+    return values
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _progress(msg: str) -> None:
+    print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run one benchmark, print its table and optionally write JSON."""
+    from . import bench
+
+    if args.threads is not None and args.threads < 1:
+        raise ValueError("--threads must be >= 1")
+    if args.repeats is None:
+        args.repeats = 3 if args.task == "training" else 7
+    if args.repeats < 1:
+        raise ValueError("--repeats must be >= 1")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device here; use --device cpu")
+    progress = None if args.quiet else _progress
+    task = args.task
+    results: dict[str, Any]
+    if task == "inference":
+        impls = _names(args.impls) or list(bench.INFERENCE_IMPLS)
+        if args.compile and "effnet-compile" not in impls:
+            impls.append("effnet-compile")
+        results = bench.inference(args.model, _ints(args.batch or "1,32"), impls,
+                                  args.resolution, args.repeats, threads=args.threads,
+                                  device=args.device, amp=args.amp, progress=progress)
+    elif task == "training":
+        impls = _names(args.impls) or list(bench.TRAINING_IMPLS)
+        results = bench.training(args.model, _ints(args.batch or "64")[0], impls,
+                                 args.resolution, args.repeats, threads=args.threads,
+                                 device=args.device, amp=args.amp,
+                                 channels_last=args.channels_last, peak=not args.no_peak,
+                                 progress=progress)
+    elif task == "memory":
+        impls = _names(args.impls) or ["timm", "effnet", "effnet-memeff"]
+        results = bench.memory_report(args.model, _ints(args.batch or "8")[0], args.resolution,
+                                      impls)
+    elif task == "table4":
+        results = bench.table4(args.repeats, threads=args.threads or 1, progress=progress)
+    else:
+        rows = None
+        if args.with_inference:
+            rows = bench.inference(args.model, _ints(args.batch or "1,32"),
+                                   ["timm", "effnet", "effnet-fast", "effnet-ts",
+                                    "onnxruntime"], args.resolution,
+                                   args.repeats, threads=args.threads, progress=progress)["rows"]
+        results = bench.machine_limits(args.model, args.threads, rows)
+    print(bench.format_table(results))
+    if args.json:
+        path = bench.write_json(results, args.json)
+        print(f"wrote {path}")
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `effnet bench` (also used by the scripts in benchmarks/)."""
+    p.add_argument("task", choices=TASKS,
+                   help="inference: images/s at --batch sizes; training: step images/s and "
+                        "memory; memory: what backward keeps, op by op; table4: paper Table 4 "
+                        "(B1 vs ResNet-152, batch 1, one thread); limits: matmul peak and the "
+                        "depthwise bytes-moved bound")
+    p.add_argument("--model", default="b0", help="b0..b7 (timm and torchvision must have it)")
+    p.add_argument("--batch", default=None,
+                   help="batch sizes, e.g. 1,32 (inference, default) or 64 (training)")
+    p.add_argument("--resolution", type=int, default=None, help="default: the model's own")
+    p.add_argument("--impls", default=None,
+                   help="comma-separated implementations (default: all of the task's)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="rounds, medians are reported (default 7; training 3)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast")
+    p.add_argument("--compile", action="store_true",
+                   help="inference: add optimize_for_inference(compile=True) (slow start)")
+    p.add_argument("--channels-last", action="store_true", help="training in channels_last")
+    p.add_argument("--no-peak", action="store_true",
+                   help="training: skip the peak-memory child processes")
+    p.add_argument("--with-inference", action="store_true",
+                   help="limits: also measure models' fraction of the matmul peak")
+    p.add_argument("--json", default=None, help="write the results here as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the `effnet` parser."""
+    from .bench import IMPL_HELP
+
+    impls = "; ".join(f"{k}: {v}" for k, v in IMPL_HELP.items())
+    p = sub.add_parser("bench", help="speed and memory against timm and torchvision",
+                       description="Benchmarks on the same weights, alternating between "
+                                   f"implementations, medians over rounds. Implementations: "
+                                   f"{impls}.")
+    add_arguments(p)
+    p.set_defaults(func=cmd_bench)

@@ -1,0 +1,17 @@
+"""Training-step images/s, bytes kept for backward and peak memory at batch 64: timm, torchvision,
+effnet plain / memory-efficient / checkpointed.
+
+Usage: python benchmarks/bench_training.py [effnet bench options], e.g. --threads 1 --repeats 7.
+Prints a table and writes JSON to benchmarks/results/training.json (or --json PATH).
+"""
+
+import sys
+from pathlib import Path
+
+from effnet.cli import main
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if "--json" not in args:
+        args += ["--json", str(Path(__file__).parent / "results" / "training.json")]
+    sys.exit(main(["bench", "training", *args]))
