@@ -11,6 +11,15 @@ import torch
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """One torch thread: on a shared 2-core machine, two threads make small ops 5-20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def paper() -> dict:
     return json.loads((DATA / "paper_reference.json").read_text())

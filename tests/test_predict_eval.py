@@ -222,3 +222,19 @@ def test_class_names_are_imagenet_order():
     lemmas = dict(line.split("\t", 1) for line in lemma_file.read_text().splitlines())
     differ = [i for i in range(1000) if names[i].lower() not in lemmas[synsets[i]].lower()]
     assert differ == [134, 639]
+
+
+def test_optimized_and_plain_predictions_agree():
+    """predict/eval run effnet.optimize_for_inference by default; --no-optimize runs the plain
+    model. Both must give the same logits on a real photo (to 1e-4)."""
+    from effnet.predict import prepare_model
+
+    def n_bn(m):
+        return sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
+
+    fast = prepare_model("lite0", "packaged")
+    plain = prepare_model("lite0", "packaged", optimize=False)
+    assert n_bn(plain.module) > 0 and n_bn(fast.module) == 0  # BN folded by default
+    img = np.ascontiguousarray(skimage.data.chelsea())
+    x = fast.transform(torch.from_numpy(img).permute(2, 0, 1))
+    torch.testing.assert_close(fast.run(x[None]), plain.run(x[None]), atol=1e-4, rtol=1e-4)

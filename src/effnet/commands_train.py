@@ -72,6 +72,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="mixed precision (auto: bf16 on CUDA, off on CPU)")
     g.add_argument("--no-channels-last", action="store_true")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--memory-efficient", action="store_true",
+                   help="recompute BN, activations and SE gating in backward instead of storing "
+                        "them (same results, ~0.4x activation memory; see effnet.nn.efficient)")
+    g.add_argument("--grad-checkpointing", action="store_true",
+                   help="activation checkpointing per stage (less memory, one more forward)")
     g.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     g.add_argument("--tensorboard", action="store_true", help="log to OUTPUT/tensorboard")
@@ -126,6 +131,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.zero_init_head:
         torch.nn.init.zeros_(model.classifier.weight)
         torch.nn.init.zeros_(model.classifier.bias)
+    if args.memory_efficient:
+        model.set_memory_efficient(True)
+    if args.grad_checkpointing:
+        model.set_grad_checkpointing(True)
 
     cfg = TrainConfig(
         epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,

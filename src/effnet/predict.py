@@ -95,13 +95,15 @@ class PreparedModel:
 
 
 def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
-                  image_size: int | None = None, device: str = "cpu") -> PreparedModel:
+                  image_size: int | None = None, device: str = "cpu",
+                  optimize: bool = True) -> PreparedModel:
     """Build `model` with `weights` for inference on `runtime` ('torch' or 'onnxruntime').
 
     `weights` is anything `effnet.load_weights` reads; `model` may be None when
     `weights` (or `model` itself) is a save_pretrained folder. With
     'onnxruntime', the model is exported to ONNX once and cached next to the
-    weights (see `effnet.export.cached_onnx`).
+    weights (see `effnet.export.cached_onnx`). With 'torch', `optimize` runs
+    `effnet.optimize_for_inference` (BN folded, channels_last; same outputs).
     """
     if runtime not in RUNTIMES:
         raise EffnetError(f"unknown runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
@@ -128,6 +130,10 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
             return torch.from_numpy(session.run(None, {input_name: x.numpy()})[0])
     else:
         net = net.to(device)
+        if optimize:
+            from .fast import optimize_for_inference
+
+            net = optimize_for_inference(net)
 
         def run(x: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
