@@ -73,6 +73,12 @@ def cmd_scale(args: argparse.Namespace) -> int:
     """Compound-scaling coefficients for phi and the scaled model's params and MACs."""
     base = canonical_name(args.base)
     scaling = CompoundScaling(args.alpha, args.beta, args.gamma)
+    if args.from_search:  # step 2 of the paper: the grid search's best (alpha, beta, gamma)
+        from .search.search import best_coefficients
+
+        scaling, best = best_coefficients(args.from_search)
+        print(f"from search {best['study']!r} in {args.from_search}: best candidate "
+              f"(val top-1 {100 * best['val_top1']:.2f}%)")
     print(f"alpha={scaling.alpha:g} beta={scaling.beta:g} gamma={scaling.gamma:g} "
           f"alpha*beta^2*gamma^2={scaling.flops_factor:.4f} (paper Eq. 3: ~2)")
     print(f"{'phi':>6}{'depth':>8}{'width':>8}{'res':>6}{'params(M)':>11}{'MACs(B)':>9}"
@@ -111,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=1.1, help="width base (default 1.1)")
     p.add_argument("--gamma", type=float, default=1.15, help="resolution base (default 1.15)")
     p.add_argument("--base", default="b0", help="baseline to scale: b0 or lite0")
+    p.add_argument("--from-search", default=None, metavar="STORAGE",
+                   help="take alpha, beta, gamma from `effnet search` (search.db, a URL, "
+                   "or STORAGE#STUDY)")
     p.set_defaults(func=cmd_scale)
 
     for module in PLUGINS:
