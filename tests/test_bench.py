@@ -13,15 +13,6 @@ from effnet.cli import main
 from effnet.errors import EffnetError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small inputs gain nothing from threads; on a shared machine they wait for each other."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_reference_models_hold_the_same_weights_and_compute_the_same_function():
     models = bench.reference_models("b0", ("effnet", "timm", "torchvision"))
     x = torch.randn(2, 3, 64, 64)

@@ -18,15 +18,6 @@ from effnet.export import cached_onnx, export_onnx, export_torchscript
 from tests.conftest import randomize_bn_stats
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run fastest on one thread, and much faster on a machine others share."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _random_b0() -> torch.nn.Module:
     torch.manual_seed(0)
     model = effnet.create_model("b0")

@@ -22,17 +22,6 @@ from effnet.nn.model import EfficientNet
 from effnet.spec import NetworkSpec, StageSpec
 from tests.conftest import randomize_bn_stats, transfer_by_order
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small inputs gain nothing from threads, and on a shared machine OpenMP threads
-    wait for each other (20x slower here): run these tests on one thread."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 TINY = NetworkSpec(
     name="tiny",
     stages=(StageSpec("mbconv", 3, 1, 1, 16, 1, 0.25), StageSpec("mbconv", 3, 2, 6, 24, 2, 0.25),

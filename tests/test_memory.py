@@ -16,17 +16,6 @@ from effnet.nn.model import EfficientNet
 from effnet.spec import BASELINES, NetworkSpec, StageSpec
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small inputs gain nothing from threads, and on a shared machine OpenMP threads
-    wait for each other (20x slower here): run these tests on one thread."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-
 def _randomize_affine(model: nn.Module, seed: int = 0) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

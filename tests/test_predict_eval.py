@@ -34,15 +34,6 @@ ESPRESSO, TRIPOD = 967, 872
 SYNSETS = {"tabby": "n02123045", "espresso": "n07920052", "tripod": "n04485082"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run fastest on one thread, and much faster on a machine others share."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> dict[str, Path]:
     """Real photographs in the formats users have: JPEG, PNG, greyscale PNG, RGBA PNG; and two

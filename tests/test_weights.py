@@ -21,15 +21,6 @@ from effnet.zoo import IMAGENET_MEAN, IMAGENET_STD, MODELS
 from tests.conftest import DATA, randomize_bn_stats, transfer_by_order
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run fastest on one thread, and much faster on a machine others share."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _bn_eps(module: torch.nn.Module) -> float:
     return next(m.eps for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
