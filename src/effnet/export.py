@@ -7,12 +7,9 @@ that one image size (ONNX declares it; any batch size works).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ import torch
 from torch import nn
 
 from .errors import EffnetError
+from .fast import quiet_tracing
 from .weights.io import (
     PACKAGED,
     WEIGHTS_NAME,
@@ -43,14 +41,6 @@ def _input_shape(model: nn.Module, image_size: int | None) -> tuple[int, int, in
     return int(chans), size, size
 
 
-@contextlib.contextmanager
-def _quiet_tracing() -> Iterator[None]:
-    """Tracing warns about the Python ints of 'same' padding; the export resolution fixes them."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        yield
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: int | None = None,
@@ -68,7 +58,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: int | Non
                [f"features_{i}" for i in range(len(model.feature_info))])
     axes: dict[str, Any] = {"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
     try:
-        with _quiet_tracing(), atomic_path(path, suffix=".onnx") as tmp:
+        with quiet_tracing(), atomic_path(path, suffix=".onnx") as tmp:
             torch.onnx.export(model, (example,), str(tmp), dynamo=False, input_names=["input"],
                               output_names=outputs, dynamic_axes=axes, opset_version=opset)
     finally:
@@ -85,9 +75,9 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike,
     example = torch.zeros(1, *_input_shape(model, image_size))
     extra = {"effnet_config.json": json.dumps(model_config(model))}
     try:
-        with _quiet_tracing(), torch.no_grad():
+        with quiet_tracing(), torch.no_grad():
             traced = torch.jit.freeze(torch.jit.trace(model, example))
-        with _quiet_tracing(), atomic_path(path, suffix=".pt") as tmp:
+        with quiet_tracing(), atomic_path(path, suffix=".pt") as tmp:
             torch.jit.save(traced, str(tmp), _extra_files=extra)
     finally:
         model.train(was_training)

@@ -152,7 +152,7 @@ def _rewrite(module: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet_tracing() -> Iterator[None]:
     """TorchScript tracing warns about deprecation and about the Python ints of 'same' padding."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -172,7 +172,7 @@ class TracedModel(nn.Module):
         super().__init__()
         self.eager = eager
         self._key = self._input_key(example)
-        with _quiet(), torch.no_grad():
+        with quiet_tracing(), torch.no_grad():
             self.traced = torch.jit.freeze(torch.jit.trace(eager, example, check_trace=False))
 
     @staticmethod
