@@ -5,13 +5,7 @@ Usage: python benchmarks/bench_inference.py [effnet bench options], e.g. --threa
 Prints a table and writes JSON to benchmarks/results/inference.json (or --json PATH).
 """
 
-import sys
-from pathlib import Path
-
-from effnet.cli import main
+from _runner import run
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if "--json" not in args:
-        args += ["--json", str(Path(__file__).parent / "results" / "inference.json")]
-    sys.exit(main(["bench", "inference", *args]))
+    run("inference", "inference")

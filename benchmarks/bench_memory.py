@@ -5,13 +5,7 @@ Usage: python benchmarks/bench_memory.py [effnet bench options], e.g. --threads 
 Prints a table and writes JSON to benchmarks/results/memory.json (or --json PATH).
 """
 
-import sys
-from pathlib import Path
-
-from effnet.cli import main
+from _runner import run
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if "--json" not in args:
-        args += ["--json", str(Path(__file__).parent / "results" / "memory.json")]
-    sys.exit(main(["bench", "memory", *args]))
+    run("memory", "memory")

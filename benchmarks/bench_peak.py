@@ -5,13 +5,7 @@ Usage: python benchmarks/bench_peak.py [effnet bench options], e.g. --threads 1 
 Prints a table and writes JSON to benchmarks/results/limits.json (or --json PATH).
 """
 
-import sys
-from pathlib import Path
-
-from effnet.cli import main
+from _runner import run
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if "--json" not in args:
-        args += ["--json", str(Path(__file__).parent / "results" / "limits.json")]
-    sys.exit(main(["bench", "limits", "--with-inference", *args]))
+    run("limits", "limits", "--with-inference")

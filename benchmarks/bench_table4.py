@@ -5,13 +5,7 @@ Usage: python benchmarks/bench_table4.py [effnet bench options], e.g. --threads 
 Prints a table and writes JSON to benchmarks/results/table4.json (or --json PATH).
 """
 
-import sys
-from pathlib import Path
-
-from effnet.cli import main
+from _runner import run
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if "--json" not in args:
-        args += ["--json", str(Path(__file__).parent / "results" / "table4.json")]
-    sys.exit(main(["bench", "table4", *args]))
+    run("table4", "table4")

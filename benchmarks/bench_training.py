@@ -5,13 +5,7 @@ Usage: python benchmarks/bench_training.py [effnet bench options], e.g. --thread
 Prints a table and writes JSON to benchmarks/results/training.json (or --json PATH).
 """
 
-import sys
-from pathlib import Path
-
-from effnet.cli import main
+from _runner import run
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if "--json" not in args:
-        args += ["--json", str(Path(__file__).parent / "results" / "training.json")]
-    sys.exit(main(["bench", "training", *args]))
+    run("training", "training")

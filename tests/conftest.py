@@ -56,3 +56,25 @@ def transfer_by_order(src: dict[str, torch.Tensor], dst_model: torch.nn.Module) 
         assert sv.shape == dv.shape, f"{sk} {tuple(sv.shape)} vs {dk} {tuple(dv.shape)}"
         mapped[dk] = sv.clone()
     dst_model.load_state_dict(mapped, strict=True)
+
+
+def saved_storage_bytes(model: torch.nn.Module, x: torch.Tensor, loss_fn=None) -> int:
+    """Bytes of the unique storages autograd keeps for backward in one training-mode forward
+    (parameters excluded), counted with a pack hook, independently of effnet's own counters.
+    `loss_fn(out)`, if given, runs inside the hook too."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in params:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+        if loss_fn is not None:
+            out = loss_fn(out)
+    del out
+    return sum(seen.values())

@@ -11,6 +11,7 @@ from torch import nn
 from effnet import bench
 from effnet.cli import main
 from effnet.errors import EffnetError
+from tests.conftest import saved_storage_bytes
 
 
 def test_reference_models_hold_the_same_weights_and_compute_the_same_function():
@@ -47,23 +48,10 @@ def test_saved_tensors_by_op_matches_an_independent_count():
     model = bench.reference_models("b0", ("effnet",))["effnet"]
     x = torch.randn(1, 3, 48, 48)
     report = bench.saved_tensors_by_op(model, x)
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        st = t.untyped_storage()
-        if st.data_ptr() not in params:
-            seen[st.data_ptr()] = st.nbytes()
-        return t
-
-    model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(x)
-        loss = out.logsumexp(1).mean()
-    del loss, out
+    counted = saved_storage_bytes(model, x, lambda out: out.logsumexp(1).mean())
     total = sum(r["bytes"] for r in report["by_op"])
     # The graph also holds a few scalars autograd saves without packing them (bytes).
-    assert abs(total - sum(seen.values())) <= 1024
+    assert abs(total - counted) <= 1024
     assert total == sum(r["bytes"] for r in report["by_role"])
     ops = {r["op"] for r in report["by_op"]}
     assert {"ConvolutionBackward0", "NativeBatchNormBackward0", "SiluBackward0"} <= ops

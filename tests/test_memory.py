@@ -14,6 +14,7 @@ from effnet.nn.efficient import CheckpointedStage, MemoryEfficientMBConv
 from effnet.nn.layers import ConvBNAct
 from effnet.nn.model import EfficientNet
 from effnet.spec import BASELINES, NetworkSpec, StageSpec
+from tests.conftest import saved_storage_bytes
 
 
 def _randomize_affine(model: nn.Module, seed: int = 0) -> None:
@@ -168,29 +169,11 @@ def _compare_train_mode_kept(plain, eff, x):
     torch.testing.assert_close(outs[1][1], outs[0][1], atol=1e-4 * scale, rtol=1e-4)
 
 
-def _saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
-    """Unique storages autograd keeps for backward, parameters excluded."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        st = t.untyped_storage()
-        if st.data_ptr() not in params:
-            seen[st.data_ptr()] = st.nbytes()
-        return t
-
-    model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(x)
-    del out
-    return sum(seen.values())
-
-
 def test_keeps_less_than_half_for_backward():
     """The point of it: the plain B0 keeps ~7 expanded-width tensors per block, this ~2."""
     plain, eff = _pair("b0")
     x = _x(2, 96)
-    plain_bytes, eff_bytes = _saved_bytes(plain, x), _saved_bytes(eff, x)
+    plain_bytes, eff_bytes = saved_storage_bytes(plain, x), saved_storage_bytes(eff, x)
     assert eff_bytes < 0.5 * plain_bytes
 
 

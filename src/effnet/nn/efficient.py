@@ -66,6 +66,14 @@ def _autocast_dtype(t: torch.Tensor) -> torch.dtype | None:
     return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
 
 
+def _conv_operands(dt: torch.dtype | None, weight: torch.Tensor, bias: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Conv weight and bias in the autocast dtype `dt` (unchanged when autocast is off)."""
+    if dt is None:
+        return weight, bias
+    return weight.to(dt), None if bias is None else bias.to(dt)
+
+
 def _bn_train(z: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, ...]:
     """Batch norm in training mode as nn.BatchNorm2d does it, returning batch stats too."""
     if z.numel() == z.shape[1]:  # as F.batch_norm checks
@@ -172,10 +180,7 @@ class _BNActConv(torch.autograd.Function):
         with torch.autocast(z.device.type, enabled=False):
             if dt is not None:
                 a = a.to(dt)
-                cw = conv_weight.to(dt)
-                cb = None if conv_bias is None else conv_bias.to(dt)
-            else:
-                cw, cb = conv_weight, conv_bias
+            cw, cb = _conv_operands(dt, conv_weight, conv_bias)
             y = geom.forward(a, cw, cb)
         ctx.save_for_backward(z, weight, bias, mean, invstd, conv_weight)
         ctx.act, ctx.eps, ctx.geom, ctx.conv_dtype = act, bn.eps, geom, a.dtype
@@ -219,10 +224,7 @@ class _GateConv(torch.autograd.Function):
             gated = a * g
             if dt is not None:
                 gated = gated.to(dt)
-                cw = conv_weight.to(dt)
-                cb = None if conv_bias is None else conv_bias.to(dt)
-            else:
-                cw, cb = conv_weight, conv_bias
+            cw, cb = _conv_operands(dt, conv_weight, conv_bias)
             y = geom.forward(gated, cw, cb)
         ctx.save_for_backward(g, z, weight, bias, mean, invstd, conv_weight)
         ctx.act, ctx.geom, ctx.a_dtype, ctx.conv_dtype = act, geom, a.dtype, gated.dtype
