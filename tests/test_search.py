@@ -422,3 +422,20 @@ def test_queue_lock_excludes_and_breaks_the_lock_of_a_dead_worker(tmp_path):
     with queue_lock(store, "st", stale_s=600):
         pass
     assert time.monotonic() - t0 < 5
+
+
+def test_train_candidate_reports_each_epoch_through_fit(tmp_path):
+    """The real trainer: on_epoch sees every epoch's validation top-1, equal to the curve."""
+    sys.path.insert(0, str(Path(__file__).parent / "data"))
+    from train_tiny import TinyNet
+
+    from effnet.search.budget import ProxyData, train_candidate
+
+    budget = Budget(epochs=2, train_size=64, val_size=32, batch_size=32)
+    data = ProxyData("fashion-mnist", budget=budget)
+    seen = []
+    torch.manual_seed(0)
+    out = train_candidate(TinyNet(num_classes=10), 16, data, budget, seed=0,
+                          on_epoch=lambda e, v: seen.append((e, v)))
+    assert seen == list(enumerate(out["curve"], 1)) and len(seen) == 2
+    assert out["val_top1"] == seen[-1][1]

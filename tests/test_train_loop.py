@@ -175,3 +175,59 @@ def test_cli_finetunes_from_packaged_lite0_weights(tmp_path):
     assert len(convs) > 40
     for k in convs:
         assert torch.equal(tuned[k], shipped[k]), k
+
+
+def test_on_epoch_gets_each_row_after_its_checkpoint_and_can_stop_the_run(tmp_path):
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def on_epoch(row):
+        ck = load_checkpoint(tmp_path / "last.pt")
+        seen.append((row["epoch"], ck["epoch"], row["val_top1"]))
+        if row["epoch"] == 2:
+            raise Stop  # what a pruner does
+
+    torch.manual_seed(0)
+    with pytest.raises(Stop):
+        fit(TinyNet(), _data(64), _data(16, seed=1), epochs=4, batch_size=16, recipe="short",
+            output=tmp_path, on_epoch=on_epoch, **QUIET)
+    assert [(e, c) for e, c, _ in seen] == [(1, 1), (2, 2)]
+    rows = (tmp_path / "metrics.csv").read_text().strip().splitlines()[1:]
+    assert len(rows) == 2
+    for (_, _, top1), line in zip(seen, rows, strict=True):
+        assert float(line.split(",")[6]) == pytest.approx(top1)  # the val_top1 column
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+
+
+class ConstantImages(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return torch.full((1, 4, 4), 3.0), i % 2
+
+
+def test_bn_momentum_sets_the_running_average_weight():
+    """One step on images that are all 3.0, lr 0: a BN with momentum m must hold running mean
+    m*3 and running variance (1-m)*1 + m*0 (PyTorch's rule, from the initial 0 and 1)."""
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(16, 2))
+    fit(model, ConstantImages(), None, epochs=1, max_steps=1, batch_size=4, recipe="short",
+        lr=0.0, bn_momentum=0.5, **QUIET)
+    bn = model[0]
+    assert bn.running_mean.item() == pytest.approx(1.5)
+    assert bn.running_var.item() == pytest.approx(0.5)
+    with pytest.raises(EffnetError, match=r"outside \(0, 1\].*0\.1 for short runs"):
+        fit(model, ConstantImages(), None, epochs=1, batch_size=4, bn_momentum=0.0, **QUIET)
+
+
+def test_cli_bn_momentum_reaches_every_batchnorm(tmp_path):
+    make_image_folder(tmp_path / "d", classes=3, per_class=8)
+    assert _train_cli(tmp_path / "d", tmp_path / "run", "--recipe", "short", "--workers", "0",
+                      "--bn-momentum", "0.1") == 0
+    import json
+
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["bn_momentum"] == 0.1

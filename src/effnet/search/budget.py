@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -135,9 +134,6 @@ def _materialise(ds: Dataset) -> TensorDataset:
     return TensorDataset(torch.cat(xs), torch.cat(ys))
 
 
-_EPOCH_LINE = re.compile(r"^epoch (\d+):.*\bval_top1=([0-9.eE+-]+)")
-
-
 def train_candidate(model: nn.Module, resolution: int, data: ProxyData, budget: Budget,
                     seed: int, on_epoch: OnEpoch | None = None) -> dict[str, Any]:
     """Train `model` with :func:`effnet.train.fit` on `budget`; return its validation top-1.
@@ -150,15 +146,15 @@ def train_candidate(model: nn.Module, resolution: int, data: ProxyData, budget: 
 
     train, val = data.splits(resolution)
 
-    def log(line: str) -> None:
-        m = _EPOCH_LINE.match(line)
-        if m and on_epoch is not None:
-            on_epoch(int(m.group(1)), float(m.group(2)))
+    def epoch_done(row: dict) -> None:
+        if on_epoch is not None and row.get("val_top1") is not None:
+            on_epoch(int(row["epoch"]), float(row["val_top1"]))
 
     t0 = time.perf_counter()
     result = fit(model, train, val, epochs=budget.epochs, batch_size=budget.batch_size,
                  recipe=budget.recipe, lr=budget.lr, warmup_epochs=budget.warmup_epochs,
-                 seed=seed, output=None, progress=False, num_workers=0, log=log,
+                 seed=seed, output=None, progress=False, num_workers=0,
+                 log=lambda s: None, on_epoch=epoch_done,
                  image_size=resolution, eval_every=1 if on_epoch else budget.epochs)
     seconds = time.perf_counter() - t0
     top1 = result.val_top1

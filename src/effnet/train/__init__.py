@@ -16,7 +16,15 @@ fixes the model-independent randomness (sample order, augmentation, dropout).
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .ema import create_ema, tf_ema_multi_avg_fn
-from .loop import FitResult, TrainConfig, TrainingDiverged, evaluate, fit, save_weights
+from .loop import (
+    FitResult,
+    TrainConfig,
+    TrainingDiverged,
+    evaluate,
+    fit,
+    save_weights,
+    set_bn_momentum,
+)
 from .optim import RMSpropTF, create_optimizer, param_groups
 from .recipes import RECIPES, Recipe, get_recipe
 from .schedule import LRMultiplier, create_scheduler
@@ -39,5 +47,6 @@ __all__ = [
     "param_groups",
     "save_checkpoint",
     "save_weights",
+    "set_bn_momentum",
     "tf_ema_multi_avg_fn",
 ]

@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ class TrainConfig:
     label_smoothing: float | None = None
     ema_decay: float | None = None     # 0 turns the EMA off
     grad_clip: float | None = None
+    bn_momentum: float | None = None   # PyTorch convention; None keeps the model's (TF 0.99 = 0.01)
     seed: int = 0
     device: str | None = None          # default: cuda if available, else cpu
     amp: str = "auto"                  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | none
@@ -87,6 +88,7 @@ class TrainConfig:
     image_size: int | None = None      # for the MACs figure in summary.json
     model_name: str | None = None
     log: Callable[[str], None] | None = None
+    on_epoch: Callable[[dict], None] | None = None  # gets each epoch's metrics row
 
     def resolved_recipe(self) -> Recipe:
         return get_recipe(self.recipe).with_(
@@ -227,6 +229,21 @@ def save_weights(model: nn.Module, path: str | Path, meta: dict | None = None) -
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
+def set_bn_momentum(model: nn.Module, momentum: float) -> None:
+    """Set every BatchNorm's running-average momentum (PyTorch convention: weight of the new batch).
+
+    The paper's TF momentum 0.99 is PyTorch 0.01, an average over ~100 steps:
+    right for long runs, but a run of a few hundred steps then evaluates with
+    statistics still near their initial values. 0.1 suits short runs.
+    """
+    if not 0.0 < momentum <= 1.0:
+        raise EffnetError(f"BN momentum {momentum} is outside (0, 1]: PyTorch convention, "
+                          "e.g. 0.01 (TF 0.99, the paper's) or 0.1 for short runs")
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+
+
 # ---------------------------------------------------------------- fit
 def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | None = None,
         test_data: Dataset | None = None, config: TrainConfig | None = None,
@@ -239,7 +256,9 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
     to write (`output`; None writes nothing). Datasets are sharded over
     torchrun processes; a DataLoader is used as given (one process, resume at
     epoch boundaries only). Model selection uses `val_data` only; `test_data`
-    is reported alongside.
+    is reported alongside. `on_epoch(row)` runs on every process after each
+    epoch's checkpoint is written, with that epoch's (all-reduced) metrics; an
+    exception it raises (a pruner's) stops the run with the checkpoint intact.
     """
     cfg = config or TrainConfig()
     unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
@@ -283,6 +302,8 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
         raise EffnetError("nothing to train: give --epochs >= 1 (or max_steps >= 1)")
 
     # ---- model, optimizer, schedule, EMA
+    if cfg.bn_momentum is not None:
+        set_bn_momentum(model, cfg.bn_momentum)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -334,7 +355,8 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
             log(f"no checkpoint in {cfg.output}: starting a new run")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        run_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("log",)}
+        run_cfg = {f.name: getattr(cfg, f.name) for f in fields(cfg)
+                   if f.name not in ("log", "on_epoch")}
         run_cfg["recipe"] = recipe.as_dict()
         run_cfg.update(lr=lr, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                        world_size=info.world_size)
@@ -493,6 +515,8 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
             if out is not None:
                 atomic_write_text(out / "metrics.csv", _csv_text(history))
             checkpoint(epoch + 1, 0)
+            if cfg.on_epoch is not None:
+                cfg.on_epoch(dict(row))
     finally:
         if writer is not None:
             writer.close()
