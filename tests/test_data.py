@@ -141,3 +141,22 @@ def test_imagefolder_with_train_and_val_folders(tmp_path):
 def test_cifar_without_download_is_a_clear_error(tmp_path):
     with pytest.raises(EffnetError, match="cifar10 not found"):
         build_data("cifar10", tmp_path, image_size=32, download=False)
+
+
+def test_data_cfg_rebuilds_the_eval_transform_of_the_small_datasets():
+    """`effnet train` stores DataBundle.data_cfg as the model's pretrained_cfg; predict and eval
+    build their transform from it. On real Fashion-MNIST test images it must give the tensors
+    the run was evaluated on: exactly from the same uint8 tensor, and within one grey level
+    from a decoded RGB file (PIL rounds the greyscale conversion and resize to uint8)."""
+    from effnet.data.augment import imagenet_eval_transform
+
+    b = build_data("fashion-mnist", image_size=48, in_chans=1, download=False)
+    assert b.data_cfg["input_size"] == (1, 48, 48) and b.data_cfg["crop_pct"] == 1.0
+    tf = imagenet_eval_transform(b.data_cfg, 48, 1)
+    one_level = 1 / 255 / b.data_cfg["std"][0]
+    for i in range(0, 10000, 500):
+        x, _ = b.test[i]
+        raw, _ = b.test.base[i]
+        assert torch.equal(tf(raw), x)
+        rgb = Image.fromarray(raw[0].numpy()).convert("RGB")
+        assert (tf(rgb) - x).abs().max() <= one_level * 1.001

@@ -199,6 +199,13 @@ def test_class_indices_rules():
     assert class_indices(["dog", "cat"], 2) == {"cat": 0, "dog": 1}
     with pytest.raises(EffnetError, match="name the folders by ImageNet synset"):
         class_indices(["cat", "dog"], 1000)
+    # Folders spelling the model's class names map to them, not to sorted order.
+    names = ["T-shirt/top", "Trouser", "Ankle boot"]
+    assert class_indices(["Ankle_boot", "trouser", "T-shirt_top"], 3, names) == {
+        "T-shirt_top": 0, "trouser": 1, "Ankle_boot": 2}
+    # Some names known, one not: sorted order would mislabel, so it is an error.
+    with pytest.raises(EffnetError, match="class folders boots match none of the model's"):
+        class_indices(["boots", "trouser", "T-shirt_top"], 3, names)
 
 
 def test_class_names_are_imagenet_order():

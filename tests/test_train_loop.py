@@ -231,3 +231,29 @@ def test_cli_bn_momentum_reaches_every_batchnorm(tmp_path):
 
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["bn_momentum"] == 0.1
+
+
+def test_trained_greyscale_model_predicts_and_evaluates_with_its_training_preprocessing(
+        tmp_path, capsys):
+    """`effnet train` stores the preprocessing and class names in best/: `effnet eval` on the
+    val folder must then reproduce the run's own validation top-1, with no extra flags."""
+    import json
+
+    for split, n in (("train", 8), ("val", 6)):
+        make_image_folder(tmp_path / "d" / split, classes=3, per_class=n)
+    assert _train_cli(tmp_path / "d", tmp_path / "run", "--recipe", "short", "--workers", "0",
+                      "--in-chans", "1", "--epochs", "2") == 0
+    best = json.loads((tmp_path / "run" / "best" / "config.json").read_text())["pretrained_cfg"]
+    assert best["input_size"] == [1, 32, 32] and best["label_names"] == ["class0", "class1",
+                                                                         "class2"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", "--weights", str(tmp_path / "run" / "best"), "--data",
+                 str(tmp_path / "d" / "val"), "--workers", "0", "--no-progress",
+                 "--no-optimize"]) == 0
+    out = capsys.readouterr().out
+    assert f"top-1 {100 * summary['best']['val_top1']:.2f}%" in out, out
+    assert "at 32px" in out
+    assert main(["predict", str(tmp_path / "d" / "val" / "class2" / "0.png"), "--weights",
+                 str(tmp_path / "run" / "best"), "--topk", "1"]) == 0
+    assert "class" in capsys.readouterr().out

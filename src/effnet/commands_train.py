@@ -131,6 +131,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = _pretrained_model(name, args.pretrained, kwargs)
     else:
         model = create_model(name, **kwargs)
+    # timm-style: the weights carry the preprocessing and class names they were trained with,
+    # so `effnet predict/eval --weights OUTPUT/best` need no flags
+    model.pretrained_cfg.update(data.data_cfg, num_classes=data.num_classes,
+                                label_names=list(data.classes))
     if args.zero_init_head:
         torch.nn.init.zeros_(model.classifier.weight)
         torch.nn.init.zeros_(model.classifier.bias)

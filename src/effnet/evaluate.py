@@ -1,8 +1,10 @@
 """Top-1 / top-5 accuracy of a prepared model on an ImageFolder tree (e.g. ImageNet val).
 
 Each class folder must map to the model's class index. Folders named by
-ImageNet synset (n01440764) map to the ImageNet index; folders named 0, 1, ...
-map to that index; otherwise, when there is one folder per class, sorted
+ImageNet synset (n01440764) map to the ImageNet index; folders named by the
+model's class names (pretrained_cfg label_names, which `effnet train` stores;
+case and punctuation aside) map to those; folders named 0, 1, ... map to that
+index; otherwise, when there is one folder per class, sorted
 folder names give the index (torchvision's ImageFolder order). Images that
 cannot be decoded are skipped, counted and reported, not scored.
 """
@@ -23,6 +25,11 @@ from .errors import EffnetError
 from .predict import PreparedModel, imagenet_synsets, load_image
 
 
+def _name_key(name: object) -> str:
+    """A class name as a folder can spell it: 'T-shirt/top' ~ 't-shirt_top' ~ 'tshirt top'."""
+    return "".join(c for c in str(name).lower() if c.isalnum())
+
+
 def class_indices(folders: Sequence[str], num_classes: int,
                   label_names: Sequence[str] | None = None) -> dict[str, int]:
     """The model's class index for each class folder name (see the module docstring)."""
@@ -32,9 +39,15 @@ def class_indices(folders: Sequence[str], num_classes: int,
         if all(f in synsets for f in folders):
             return {f: synsets[f] for f in folders}
     if label_names and len(label_names) == num_classes:
-        by_name = {str(n): i for i, n in enumerate(label_names)}
-        if all(f in by_name for f in folders):
-            return {f: by_name[f] for f in folders}
+        by_name = {_name_key(n): i for i, n in enumerate(label_names)}
+        known = [f for f in folders if _name_key(f) in by_name]
+        if len(known) == len(folders):
+            return {f: by_name[_name_key(f)] for f in folders}
+        if known:  # some folders are class names: folder order would mislabel the others
+            missing = [f for f in folders if f not in known]
+            raise EffnetError(f"class folders {', '.join(missing[:3])} match none of the "
+                              f"model's class names ({', '.join(map(str, label_names[:4]))}, "
+                              "...): rename them to class names or to class indices")
     if all(f.isdigit() and int(f) < num_classes for f in folders):
         return {f: int(f) for f in folders}
     if len(folders) == num_classes:

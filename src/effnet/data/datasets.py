@@ -19,7 +19,12 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from ..errors import EffnetError
-from .augment import imagenet_eval_transform, small_eval_transform, train_transform
+from .augment import (
+    imagenet_eval_transform,
+    normalize_stats,
+    small_eval_transform,
+    train_transform,
+)
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -89,6 +94,9 @@ class DataBundle:
     channels: int
     classes: Sequence[str] = field(default_factory=list)
     name: str = ""
+    data_cfg: dict = field(default_factory=dict)
+    """The eval preprocessing (input_size, mean, std, crop_pct, interpolation), timm-style:
+    `effnet train` stores it in the model's pretrained_cfg, so predict and eval match it."""
 
 
 def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
@@ -225,6 +233,10 @@ def build_data(name: str, root: str | Path | None = None, *, image_size: int, in
     cfg = cfg or {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
                   "crop_pct": 0.875, "interpolation": "bicubic"}
     norm = {"mean": cfg["mean"], "std": cfg["std"], "in_chans": in_chans}
+    mean, std = normalize_stats(cfg["mean"], cfg["std"], in_chans)
+    data_cfg = {"input_size": (in_chans, image_size, image_size), "mean": tuple(mean),
+                "std": tuple(std), "crop_pct": cfg.get("crop_pct", 0.875),
+                "interpolation": cfg.get("interpolation", "bicubic")}
     if name not in DATASETS:
         raise EffnetError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
     if name == "imagefolder":
@@ -248,13 +260,14 @@ def build_data(name: str, root: str | Path | None = None, *, image_size: int, in
                 train_ds = TransformedDataset(train_base, train_tf, seed)
                 val_ds: Dataset | None = TransformedDataset(val_base, eval_tf, seed)
                 return DataBundle(train_ds, val_ds, None, len(train_base.classes), in_chans,
-                                  train_base.classes, name)
+                                  train_base.classes, name, data_cfg)
         else:
             train_base = image_folder(root)
         tr, va = split_indices(len(train_base), val_fraction, seed)
         return DataBundle(TransformedDataset(Subset(train_base, tr), train_tf, seed),
                           TransformedDataset(Subset(train_base, va), eval_tf, seed) if va else None,
-                          None, len(train_base.classes), in_chans, train_base.classes, name)
+                          None, len(train_base.classes), in_chans, train_base.classes, name,
+                          data_cfg)
 
     if name == "fashion-mnist":
         splits = load_fashion_mnist(root, download=download)
@@ -268,7 +281,10 @@ def build_data(name: str, root: str | Path | None = None, *, image_size: int, in
     train_ds = TransformedDataset(TensorImageDataset(x[tr], y[tr]), train_tf, seed)
     val_ds = TransformedDataset(TensorImageDataset(x[va], y[va]), eval_tf, seed) if va else None
     test_ds = TransformedDataset(TensorImageDataset(*splits["test"]), eval_tf, seed)
-    return DataBundle(train_ds, val_ds, test_ds, len(classes), in_chans, list(classes), name)
+    # small whole-object images: evaluated without a crop margin (small_eval_transform)
+    data_cfg.update(crop_pct=1.0, interpolation="bilinear")
+    return DataBundle(train_ds, val_ds, test_ds, len(classes), in_chans, list(classes), name,
+                      data_cfg)
 
 
 def _load_cifar(name: str, root: str | Path | None, download: bool):
