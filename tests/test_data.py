@@ -143,20 +143,26 @@ def test_cifar_without_download_is_a_clear_error(tmp_path):
         build_data("cifar10", tmp_path, image_size=32, download=False)
 
 
-def test_data_cfg_rebuilds_the_eval_transform_of_the_small_datasets():
-    """`effnet train` stores DataBundle.data_cfg as the model's pretrained_cfg; predict and eval
-    build their transform from it. On real Fashion-MNIST test images it must give the tensors
-    the run was evaluated on: exactly from the same uint8 tensor, and within one grey level
-    from a decoded RGB file (PIL rounds the greyscale conversion and resize to uint8)."""
-    from effnet.data.augment import imagenet_eval_transform
+def test_small_datasets_are_evaluated_whole_and_predict_rebuilds_it_from_data_cfg():
+    """Fashion-MNIST eval: the whole 28x28 image resized (bilinear, antialiased) to the model's
+    size, scaled to [0, 1], normalised by the average of the ImageNet means and stds (one
+    channel). `effnet train` stores DataBundle.data_cfg as the weights' pretrained_cfg and
+    predict/eval rebuild their transform from it: from a decoded RGB file that must agree within
+    one grey level (PIL rounds its greyscale conversion to uint8)."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    from effnet.data.augment import model_eval_transform
 
     b = build_data("fashion-mnist", image_size=48, in_chans=1, download=False)
-    assert b.data_cfg["input_size"] == (1, 48, 48) and b.data_cfg["crop_pct"] == 1.0
-    tf = imagenet_eval_transform(b.data_cfg, 48, 1)
-    one_level = 1 / 255 / b.data_cfg["std"][0]
+    mean, std = sum((0.485, 0.456, 0.406)) / 3, sum((0.229, 0.224, 0.225)) / 3
+    tf = model_eval_transform(b.data_cfg, 48, 1)
     for i in range(0, 10000, 500):
         x, _ = b.test[i]
         raw, _ = b.test.base[i]
-        assert torch.equal(tf(raw), x)
+        resized = F.resize(raw, [48, 48], interpolation=InterpolationMode.BILINEAR,
+                           antialias=True)
+        expected = (resized.float() / 255 - mean) / std
+        assert torch.allclose(x, expected, atol=1e-6)
         rgb = Image.fromarray(raw[0].numpy()).convert("RGB")
-        assert (tf(rgb) - x).abs().max() <= one_level * 1.001
+        assert (tf(rgb) - x).abs().max() <= 1.001 / 255 / std

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .data.augment import imagenet_eval_transform
+from .data.augment import model_eval_transform
 from .errors import EffnetError
 from .model_factory import create_model
 from .weights import is_pretrained_dir
@@ -143,7 +143,7 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
     return PreparedModel(model_name=str(getattr(net, "model_name", net.spec.name)),
                          pretrained_cfg=cfg, image_size=size, num_classes=net.num_classes,
                          runtime=runtime, run=run,
-                         transform=imagenet_eval_transform(cfg, size, in_chans),
+                         transform=model_eval_transform(cfg, size, in_chans),
                          labels=labels, module=net)
 
 

@@ -78,20 +78,12 @@ def train_transform(image_size: int, augment: str = "autoaugment", *, in_chans: 
     return T.Compose(ops)
 
 
-def small_eval_transform(image_size: int, *, in_chans: int = 3,
-                         mean: Sequence[float] = (0.485, 0.456, 0.406),
-                         std: Sequence[float] = (0.229, 0.224, 0.225),
-                         interp: str = "bicubic") -> T.Compose:
-    """Eval transform for small whole-object images (no crop margin): resize, normalize."""
-    mean, std = normalize_stats(mean, std, in_chans)
-    return T.Compose([T.ToImage(), channel_transform(in_chans),
-                      T.Resize(image_size, interpolation=interpolation(interp), antialias=True),
-                      T.CenterCrop(image_size),
-                      T.ToDtype(torch.float32, scale=True), T.Normalize(mean=mean, std=std)])
+def model_eval_transform(cfg: dict, image_size: int, in_chans: int = 3) -> T.Compose:
+    """The model's eval transform (resize to size/crop_pct, center crop) with channel handling.
 
-
-def imagenet_eval_transform(cfg: dict, image_size: int, in_chans: int = 3) -> T.Compose:
-    """The model's eval transform (resize to size/crop_pct, center crop) with channel handling."""
+    With crop_pct 1.0 (what `build_data` uses for Fashion-MNIST and CIFAR) the
+    whole small image is kept: resize to `image_size`, no crop margin.
+    """
     from .transforms import eval_transform
 
     base = eval_transform(cfg, image_size)

@@ -20,9 +20,8 @@ from torch.utils.data import Dataset, Subset
 
 from ..errors import EffnetError
 from .augment import (
-    imagenet_eval_transform,
+    model_eval_transform,
     normalize_stats,
-    small_eval_transform,
     train_transform,
 )
 
@@ -232,13 +231,18 @@ def build_data(name: str, root: str | Path | None = None, *, image_size: int, in
     """
     cfg = cfg or {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
                   "crop_pct": 0.875, "interpolation": "bicubic"}
-    norm = {"mean": cfg["mean"], "std": cfg["std"], "in_chans": in_chans}
-    mean, std = normalize_stats(cfg["mean"], cfg["std"], in_chans)
-    data_cfg = {"input_size": (in_chans, image_size, image_size), "mean": tuple(mean),
-                "std": tuple(std), "crop_pct": cfg.get("crop_pct", 0.875),
-                "interpolation": cfg.get("interpolation", "bicubic")}
     if name not in DATASETS:
         raise EffnetError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
+    mean, std = normalize_stats(cfg["mean"], cfg["std"], in_chans)
+    # the eval preprocessing; small whole-object images get no crop margin
+    small = name != "imagefolder"
+    data_cfg = {"input_size": (in_chans, image_size, image_size), "mean": tuple(mean),
+                "std": tuple(std),
+                "crop_pct": 1.0 if small else cfg.get("crop_pct", 0.875),
+                "interpolation": "bilinear" if small else cfg.get("interpolation", "bicubic")}
+    train_tf = train_transform(image_size, augment, interp=data_cfg["interpolation"],
+                               in_chans=in_chans, mean=mean, std=std)
+    eval_tf = model_eval_transform(data_cfg, image_size, in_chans)
     if name == "imagefolder":
         if root is None:
             raise EffnetError("--dataset imagefolder needs --data DIR")
@@ -246,9 +250,6 @@ def build_data(name: str, root: str | Path | None = None, *, image_size: int, in
         if not root.is_dir():
             raise EffnetError(f"data folder {root} does not exist: pass --data DIR holding one "
                               "sub-folder of images per class (or train/ and val/ such folders)")
-        train_tf = train_transform(image_size, augment, interp=cfg.get("interpolation", "bicubic"),
-                                   **norm)
-        eval_tf = imagenet_eval_transform(cfg, image_size, in_chans)
         if (root / "train").is_dir():
             train_base = image_folder(root / "train")
             val_dir = next((root / d for d in ("val", "validation") if (root / d).is_dir()), None)
@@ -275,14 +276,10 @@ def build_data(name: str, root: str | Path | None = None, *, image_size: int, in
     else:
         splits, classes = _load_cifar(name, root, download)
     x, y = splits["train"]
-    train_tf = train_transform(image_size, augment, interp="bilinear", **norm)
-    eval_tf = small_eval_transform(image_size, interp="bilinear", **norm)
     tr, va = split_indices(len(y), val_fraction, seed)
     train_ds = TransformedDataset(TensorImageDataset(x[tr], y[tr]), train_tf, seed)
     val_ds = TransformedDataset(TensorImageDataset(x[va], y[va]), eval_tf, seed) if va else None
     test_ds = TransformedDataset(TensorImageDataset(*splits["test"]), eval_tf, seed)
-    # small whole-object images: evaluated without a crop margin (small_eval_transform)
-    data_cfg.update(crop_pct=1.0, interpolation="bilinear")
     return DataBundle(train_ds, val_ds, test_ds, len(classes), in_chans, list(classes), name,
                       data_cfg)
 
