@@ -152,11 +152,11 @@ def test_small_datasets_are_evaluated_whole_and_predict_rebuilds_it_from_data_cf
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
-    from effnet.data.augment import model_eval_transform
+    from effnet.data.transforms import eval_transform
 
     b = build_data("fashion-mnist", image_size=48, in_chans=1, download=False)
     mean, std = sum((0.485, 0.456, 0.406)) / 3, sum((0.229, 0.224, 0.225)) / 3
-    tf = model_eval_transform(b.data_cfg, 48, 1)
+    tf = eval_transform(b.data_cfg, 48)
     for i in range(0, 10000, 500):
         x, _ = b.test[i]
         raw, _ = b.test.base[i]

@@ -223,7 +223,7 @@ def test_bn_momentum_sets_the_running_average_weight():
         fit(model, ConstantImages(), None, epochs=1, batch_size=4, bn_momentum=0.0, **QUIET)
 
 
-def test_cli_bn_momentum_reaches_every_batchnorm(tmp_path):
+def test_cli_bn_momentum_reaches_the_run_config(tmp_path):
     make_image_folder(tmp_path / "d", classes=3, per_class=8)
     assert _train_cli(tmp_path / "d", tmp_path / "run", "--recipe", "short", "--workers", "0",
                       "--bn-momentum", "0.1") == 0

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .data.augment import model_eval_transform
+from .data.transforms import eval_transform
 from .errors import EffnetError
 from .model_factory import create_model
 from .weights import is_pretrained_dir
@@ -117,7 +117,6 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
     net = create_model(model, pretrained=weights).eval()
     cfg = dict(net.pretrained_cfg)
     size = int(image_size or cfg["input_size"][-1])
-    in_chans = int(cfg.get("input_size", (3,))[0])  # 1 for greyscale models: images converted
     names = cfg.get("label_names")
     labels = (list(names) if names and len(names) == net.num_classes else
               imagenet_class_names() if net.num_classes == 1000 else None)
@@ -143,7 +142,7 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
     return PreparedModel(model_name=str(getattr(net, "model_name", net.spec.name)),
                          pretrained_cfg=cfg, image_size=size, num_classes=net.num_classes,
                          runtime=runtime, run=run,
-                         transform=model_eval_transform(cfg, size, in_chans),
+                         transform=eval_transform(cfg, size),
                          labels=labels, module=net)
 
 

@@ -21,27 +21,9 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import v2 as T
 
-from .transforms import interpolation
+from .transforms import channel_transform, interpolation, normalize_stats
 
 AUGMENTS = ("autoaugment", "randaugment", "crop", "light", "none")
-
-
-def channel_transform(in_chans: int) -> T.Transform:
-    """Convert any image to `in_chans` channels: 3 -> RGB (greyscale repeated), 1 -> greyscale."""
-    if in_chans == 3:
-        return T.RGB()
-    if in_chans == 1:
-        return T.Grayscale(num_output_channels=1)
-    raise ValueError(f"images can feed models with 1 or 3 input channels, not {in_chans}")
-
-
-def normalize_stats(mean: Sequence[float], std: Sequence[float],
-                    in_chans: int) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std for `in_chans` channels (1 channel: the average of the 3)."""
-    mean, std = list(mean), list(std)
-    if in_chans == 1 and len(mean) != 1:
-        return [sum(mean) / len(mean)], [sum(std) / len(std)]
-    return mean, std
 
 
 def train_transform(image_size: int, augment: str = "autoaugment", *, in_chans: int = 3,
@@ -75,21 +57,4 @@ def train_transform(image_size: int, augment: str = "autoaugment", *, in_chans: 
     elif augment == "randaugment":
         ops.append(T.RandAugment(num_ops=2, magnitude=9, interpolation=policy_mode, fill=128))
     ops += [T.ToDtype(torch.float32, scale=True), T.Normalize(mean=mean, std=std)]
-    return T.Compose(ops)
-
-
-def model_eval_transform(cfg: dict, image_size: int, in_chans: int = 3) -> T.Compose:
-    """The model's eval transform (resize to size/crop_pct, center crop) with channel handling.
-
-    With crop_pct 1.0 (what `build_data` uses for Fashion-MNIST and CIFAR) the
-    whole small image is kept: resize to `image_size`, no crop margin.
-    """
-    from .transforms import eval_transform
-
-    base = eval_transform(cfg, image_size)
-    mean, std = normalize_stats(cfg["mean"], cfg["std"], in_chans)
-    ops = [T.Normalize(mean=mean, std=std) if isinstance(op, T.Normalize) else op
-           for op in base.transforms]
-    first = next((i + 1 for i, op in enumerate(ops) if isinstance(op, T.ToImage)), 0)
-    ops.insert(first, channel_transform(in_chans))
     return T.Compose(ops)

@@ -19,11 +19,8 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from ..errors import EffnetError
-from .augment import (
-    model_eval_transform,
-    normalize_stats,
-    train_transform,
-)
+from .augment import train_transform
+from .transforms import eval_transform, normalize_stats
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -242,7 +239,7 @@ def build_data(name: str, root: str | Path | None = None, *, image_size: int, in
                 "interpolation": "bilinear" if small else cfg.get("interpolation", "bicubic")}
     train_tf = train_transform(image_size, augment, interp=data_cfg["interpolation"],
                                in_chans=in_chans, mean=mean, std=std)
-    eval_tf = model_eval_transform(data_cfg, image_size, in_chans)
+    eval_tf = eval_transform(data_cfg)
     if name == "imagefolder":
         if root is None:
             raise EffnetError("--dataset imagefolder needs --data DIR")

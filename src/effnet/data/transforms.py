@@ -1,8 +1,12 @@
-"""Evaluation preprocessing from a model's pretrained_cfg (torchvision transforms v2)."""
+"""Evaluation preprocessing from a model's pretrained_cfg (torchvision transforms v2).
+
+The channel and normalisation helpers are shared with the training transforms.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torchvision.transforms import InterpolationMode
@@ -20,18 +24,43 @@ def interpolation(name: str) -> InterpolationMode:
         raise ValueError(f"unknown interpolation {name!r}: use {', '.join(_INTERP)}") from None
 
 
-def eval_transform(cfg: dict, image_size: int | None = None) -> T.Compose:
+def channel_transform(in_chans: int) -> T.Transform:
+    """Convert any image to `in_chans` channels: 3 -> RGB (greyscale repeated), 1 -> greyscale."""
+    if in_chans == 3:
+        return T.RGB()
+    if in_chans == 1:
+        return T.Grayscale(num_output_channels=1)
+    raise ValueError(f"images can feed models with 1 or 3 input channels, not {in_chans}")
+
+
+def normalize_stats(mean: Sequence[float], std: Sequence[float],
+                    in_chans: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std for `in_chans` channels (1 channel: the average of the 3)."""
+    mean, std = list(mean), list(std)
+    if in_chans == 1 and len(mean) != 1:
+        return [sum(mean) / len(mean)], [sum(std) / len(std)]
+    return mean, std
+
+
+def eval_transform(cfg: dict, image_size: int | None = None,
+                   in_chans: int | None = None) -> T.Compose:
     """Resize the short side to size / crop_pct, center-crop `size`, normalize (timm-style eval).
 
-    Takes PIL images or uint8 tensors with 3 channels; returns float tensors.
+    Takes PIL images or uint8 tensors of any channel count and converts them to
+    `in_chans` (default: the cfg's input_size[0]); returns float tensors. With
+    crop_pct 1.0 (what `build_data` stores for Fashion-MNIST and CIFAR) the whole
+    small image is kept: a resize to `size`, no crop margin.
     """
     size = int(image_size or cfg["input_size"][-1])
+    chans = int(in_chans or cfg.get("input_size", (3,))[0])
     resize = int(math.floor(size / cfg.get("crop_pct", 0.875)))
+    mean, std = normalize_stats(cfg["mean"], cfg["std"], chans)
     return T.Compose([
         T.ToImage(),
+        channel_transform(chans),
         T.Resize(resize, interpolation=interpolation(cfg.get("interpolation", "bicubic")),
                  antialias=True),
         T.CenterCrop(size),
         T.ToDtype(torch.float32, scale=True),
-        T.Normalize(mean=list(cfg["mean"]), std=list(cfg["std"])),
+        T.Normalize(mean=mean, std=std),
     ])
