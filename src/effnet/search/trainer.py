@@ -1,0 +1,264 @@
+"""The proxy trainer: many small models trained to convergence on in-memory data, fast.
+
+The scaling study and the grid search rank models by accuracy after training.
+For that ranking to say something about the *models* (paper Fig. 8, Table 3),
+every model must be trained until it has learned, with one recipe tuned once
+on the base and applied unchanged to every scaled model. This trainer does
+the least work per image that allows:
+
+* the data is decoded once, downsampled with antialiasing once per resolution
+  (:class:`ProxyData`) and held as one float tensor; no DataLoader, no files;
+* augmentation (random horizontal flips) is a batched tensor operation;
+* AdamW with a one-cycle schedule (warm-up, cosine decay to zero), label
+  smoothing and channels_last; evaluation once per epoch on the held-out
+  validation split, without checkpoints or file I/O;
+* every residual branch starts at zero (the last BN's scale, Goyal et al. 2017;
+  timm's ``zero_init_last``) and the classifier starts at zero, so the loss
+  starts at log(num_classes) and deep models start as shallow ones. Without
+  this, depth-scaled proxies train far slower from TF's initialisation and the
+  study would measure the initialisation, not depth scaling.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import EffnetError
+
+OnEpoch = Callable[[int, float], None]
+"""Called after each evaluated epoch with (epoch, val_top1); may raise to stop the run."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One proxy training recipe: the same for every model of a study or a search.
+
+    `train_size` / `val_size` take a fixed, seeded subset of the training split
+    and of the validation split held out of it (None: all of it). The test
+    split is never used.
+    """
+
+    epochs: int = 4
+    batch_size: int = 256
+    lr: float = 4e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.15
+    label_smoothing: float = 0.1
+    flip: bool = True
+    train_size: int | None = None
+    val_size: int | None = None
+    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise EffnetError(f"a recipe needs epochs >= 1 and batch_size >= 1, got "
+                              f"{self.epochs} and {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise EffnetError(f"the learning rate must be a positive number, got {self.lr}")
+        if not 0 <= self.warmup_fraction < 1 or not 0 <= self.label_smoothing < 1:
+            raise EffnetError("warmup_fraction and label_smoothing must be in [0, 1)")
+        for name in ("train_size", "val_size"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise EffnetError(f"{name} must be >= 1 (or None for all), got {v}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- data
+def downsample(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 or float images (N, C, H, W) resized to `size` px, antialiased, as float in [0, 1].
+
+    Antialiasing (a box-like prefilter when shrinking) keeps what a lower
+    resolution can hold and drops what it cannot, as a camera of that
+    resolution would: the base of the study sees *less detail*, and scaling
+    resolution up towards the native size gives it back.
+    """
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x.contiguous()
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True).clamp_(0.0, 1.0)
+
+
+class ProxyData:
+    """A dataset's training and held-out validation images in memory, at any resolution.
+
+    The native images are read once; each resolution is made once by
+    :func:`downsample` and normalised with the training images' own mean and
+    std, and the last `cache` resolutions are kept. `native` is the datasets'
+    own image size: resolutions above it add pixels, not detail.
+    """
+
+    def __init__(self, dataset: str = "fashion-mnist", root: str | None = None,
+                 recipe: Recipe | None = None, seed: int = 0, download: bool = False,
+                 cache: int = 2) -> None:
+        self.dataset, self.root, self.seed, self.download = dataset, root, seed, download
+        self.recipe = recipe or Recipe()
+        self._cache: OrderedDict[int, tuple] = OrderedDict()
+        self._cache_size = max(1, cache)
+        self._raw: tuple[torch.Tensor, ...] | None = None
+        self.classes: list[str] = []
+
+    def _load(self) -> tuple[torch.Tensor, ...]:
+        if self._raw is None:
+            from ..data.datasets import native_arrays, split_indices
+
+            x, y, self.classes = native_arrays(self.dataset, self.root, self.download)
+            tr, va = split_indices(len(y), self.recipe.val_fraction, self.seed)
+            if not va:
+                raise EffnetError("the proxy trainer needs a validation split: val_fraction > 0")
+            tr = _take(tr, self.recipe.train_size, self.seed)
+            va = _take(va, self.recipe.val_size, self.seed + 1)
+            self._raw = (x[tr], y[tr], x[va], y[va])
+        return self._raw
+
+    @property
+    def num_classes(self) -> int:
+        self._load()
+        return len(self.classes)
+
+    @property
+    def in_chans(self) -> int:
+        return int(self._load()[0].shape[1])
+
+    @property
+    def native(self) -> int:
+        """The images' own size in pixels (their shorter side)."""
+        return int(min(self._load()[0].shape[-2:]))
+
+    def splits(self, resolution: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                               torch.Tensor]:
+        """(train_x, train_y, val_x, val_y) at `resolution`, normalised float32."""
+        if resolution < 8:
+            raise EffnetError(f"resolution {resolution} is too small: use >= 8 pixels")
+        if resolution in self._cache:
+            self._cache.move_to_end(resolution)
+            return self._cache[resolution]
+        xtr, ytr, xva, yva = self._load()
+        xtr, xva = downsample(xtr, resolution), downsample(xva, resolution)
+        dims = (0, 2, 3)
+        mean = xtr.mean(dims, keepdim=True)
+        std = xtr.std(dims, keepdim=True).clamp_min(1e-3)
+        out = ((xtr - mean) / std, ytr, (xva - mean) / std, yva)
+        self._cache[resolution] = out
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return out
+
+    def images(self, resolution: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `n` validation images and labels at `resolution` (for activation maps)."""
+        _, _, xva, yva = self.splits(resolution)
+        return xva[:n], yva[:n]
+
+
+def _take(idx: list[int], size: int | None, seed: int) -> list[int]:
+    if size is None or size >= len(idx):
+        return idx
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(idx), generator=g)[:size]
+    return sorted(idx[i] for i in pick.tolist())
+
+
+# ---------------------------------------------------------------- the model's start
+def zero_init_residuals(model: nn.Module) -> int:
+    """Zero the scale of the last BN of every residual branch; return how many were zeroed.
+
+    A block with an identity skip then starts as the identity (Goyal et al.
+    2017, "Accurate, Large Minibatch SGD"; timm's ``zero_init_last``), so a
+    deeper network starts where a shallower one does.
+    """
+    from ..nn.blocks import Bottleneck, MBConv
+
+    n = 0
+    for m in model.modules():
+        if isinstance(m, MBConv) and m.has_skip:
+            bn = m.project.bn
+        elif isinstance(m, Bottleneck):
+            bn = m.expand.bn
+        else:
+            continue
+        nn.init.zeros_(bn.weight)
+        n += 1
+    return n
+
+
+def zero_init_classifier(model: nn.Module) -> None:
+    """Start the classifier at zero, so the first loss is log(num_classes)."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if isinstance(head, nn.Linear):
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+
+
+# ---------------------------------------------------------------- training
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Top-1 accuracy of `model` (in eval mode) on in-memory images."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        xb = x[i: i + batch_size].contiguous(memory_format=torch.channels_last)
+        correct += int((model(xb).argmax(1) == y[i: i + batch_size]).sum())
+    return correct / max(1, len(y))
+
+
+def train_proxy(model: nn.Module, resolution: int, data: ProxyData, recipe: Recipe,
+                seed: int, on_epoch: OnEpoch | None = None) -> dict[str, Any]:
+    """Train `model` on `data` at `resolution` with `recipe`; return its validation curve.
+
+    Returns ``{"val_top1", "curve", "seconds", "images_per_s"}``: the last
+    epoch's validation top-1 (a fraction), top-1 after every epoch, the wall
+    time and the training throughput (evaluation included in `seconds`).
+    """
+    xtr, ytr, xva, yva = data.splits(resolution)
+    g = torch.Generator().manual_seed(seed)
+    zero_init_residuals(model)
+    zero_init_classifier(model)
+    model = model.to(memory_format=torch.channels_last)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr)
+    n, bs = len(ytr), min(recipe.batch_size, len(ytr))
+    steps_per_epoch = n // bs
+    total = steps_per_epoch * recipe.epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=recipe.lr, total_steps=total, pct_start=max(recipe.warmup_fraction, 1e-3),
+        anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3, cycle_momentum=False)
+    curve: list[float] = []
+    t0 = time.perf_counter()
+    for epoch in range(recipe.epochs):
+        model.train()
+        perm = torch.randperm(n, generator=g)
+        for i in range(steps_per_epoch):
+            idx = perm[i * bs: (i + 1) * bs]
+            xb, yb = xtr[idx], ytr[idx]
+            if recipe.flip:
+                flip = torch.rand(bs, generator=g) < 0.5
+                xb[flip] = xb[flip].flip(-1)
+            xb = xb.contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(xb), yb, label_smoothing=recipe.label_smoothing)
+            if not torch.isfinite(loss):
+                raise EffnetError(f"training diverged (loss {float(loss)}) at epoch {epoch + 1}: "
+                                  "lower the recipe's lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        curve.append(accuracy(model, xva, yva))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, curve[-1])
+    seconds = time.perf_counter() - t0
+    return {"val_top1": curve[-1], "curve": curve, "seconds": seconds,
+            "images_per_s": total * bs / seconds}
