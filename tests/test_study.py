@@ -212,7 +212,9 @@ def test_study_writes_results_verdicts_and_resumes(tmp_path, monkeypatch, tiny_p
     assert set(res["plots"]) >= {"curves_b0", "curves_mobilenetv2", "fig3", "fig8", "table3",
                                  "fig7"}
     # A rerun trains nothing; other settings are refused; a reference gives Kendall's tau.
-    run_study(TINY, out, **{**kw, "reference": out / "results.json"})
+    ref = dict(res, preset={**res["preset"], "name": "standard"})
+    (tmp_path / "ref.json").write_text(json.dumps(ref))
+    run_study(TINY, out, **{**kw, "reference": tmp_path / "ref.json"})
     assert len(log.read_text().splitlines()) == 60
     again = json.loads((out / "results.json").read_text())
     assert again["kendall_tau"] == pytest.approx(1.0)

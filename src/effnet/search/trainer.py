@@ -50,7 +50,7 @@ class Recipe:
 
     epochs: int = 4
     batch_size: int = 256
-    lr: float = 4e-3
+    lr: float = 8e-3
     weight_decay: float = 0.05
     warmup_fraction: float = 0.15
     label_smoothing: float = 0.1

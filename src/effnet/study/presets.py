@@ -39,10 +39,18 @@ class BaseNet:
 
 @dataclass(frozen=True)
 class Budget:
-    """One training budget of a preset: a name and the recipe every model gets."""
+    """One training budget of a preset: a name, the recipe every model gets, and for which bases.
+
+    `bases` limits the budget to those bases (None: all of the preset's).
+    """
 
     name: str
     recipe: Recipe
+    bases: tuple[str, ...] | None = None
+
+    def covers(self, base: str) -> bool:
+        """Whether models of `base` are trained with this budget."""
+        return self.bases is None or base in self.bases
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,7 @@ PRESETS: dict[str, Preset] = {
                     budgets=(Budget("short", SHORT),), seeds=3, targets=(2.5, 4.0),
                     table3_target=None),
     "standard": Preset(name="standard", dataset="fashion-mnist", image_size=14, bases=BASES,
-                       budgets=(Budget("short", SHORT), Budget("long", LONG)), seeds=3,
+                       budgets=(Budget("short", SHORT, ("b0",)), Budget("long", LONG)), seeds=3,
                        targets=(2.5, 4.0), table3_target=4.0),
     "full": Preset(name="full", dataset="fashion-mnist", image_size=14,
                    bases=(BaseNet("b0", 0.5, 1.1), BaseNet("mobilenetv2", 0.5, 1.1),

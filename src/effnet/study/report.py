@@ -140,6 +140,8 @@ def write_report(out: Path, preset: Preset, runs: list[Run], state: dict, data,
     from .run import cam_runs
 
     ref = load_reference(reference)
+    if ref is not None and ref.get("preset", {}).get("name") == preset.name:
+        ref = None  # the reference itself, or a rerun of its preset: nothing to rank against
     payload = results_payload(preset, runs, state, data.native, ref)
     models = payload["models"]
     last = preset.budgets[-1].name

@@ -163,7 +163,7 @@ def run_study(preset: str | Preset, output: str | Path, seeds: int | None = None
     models_dir.mkdir(exist_ok=True)
     jobs = []
     for b in preset.budgets:
-        for r in runs:
+        for r in (r for r in runs if b.covers(r.group)):
             for s in range(preset.seeds):
                 key = job_key(b.name, r.key, s)
                 keep = (models_dir / f"{r.key}.safetensors") if (
@@ -174,7 +174,7 @@ def run_study(preset: str | Preset, output: str | Path, seeds: int | None = None
     jobs.sort(key=lambda j: -j[2].cost.macs * j[1].recipe.epochs
               * (j[1].recipe.train_size or 60_000) * max(1.0, j[2].scaled.depth_mult))
     n_workers = min(_workers(workers), max(1, len(jobs)))
-    total = len(preset.budgets) * len(runs) * preset.seeds
+    total = preset.seeds * sum(b.covers(r.group) for b in preset.budgets for r in runs)
     bar = tqdm(total=total, desc="training", unit="run", initial=total - len(jobs),
                disable=not progress, dynamic_ncols=True)
     ident = preset.identity()
