@@ -42,6 +42,8 @@ from ..errors import EffnetError
 from .budget import Budget, ProxyData, Trainer, train_candidate
 from .candidates import Cost, Scaled, measure, scaled_resolution
 from .grid import GridPoint, enumerate_grid
+from .queue import open_storage as _open_storage
+from .queue import storage_url
 
 HEARTBEAT_S = 15.0        # a running candidate's worker writes a heartbeat this often
 GRACE_S = 90.0            # ...and counts as dead after this long without one
@@ -141,63 +143,10 @@ class SearchResult:
 
 
 # ---------------------------------------------------------------- storage
-def storage_url(text: str) -> str:
-    """An RDB URL from `text`; a plain file path means an SQLite file."""
-    if "://" in text:
-        return text
-    return f"sqlite:///{Path(text).expanduser().resolve()}"
-
-
-def _driver_url(url: str) -> str:
-    """Use an installed PostgreSQL driver (SQLAlchemy 2.1 defaults to psycopg 3, not psycopg2)."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            import importlib.util
-
-            if importlib.util.find_spec("psycopg") is None \
-                    and importlib.util.find_spec("psycopg2") is not None:
-                return "postgresql+psycopg2://" + url[len(prefix):]
-            return "postgresql://" + url[len(prefix):]
-    return url
-
-
 def open_storage(url: str, must_exist: bool = False):
-    """An Optuna RDBStorage with heartbeats (retried: workers may create the tables at once)."""
-    import optuna
-    import sqlalchemy.exc as sa_exc
-
-    url = storage_url(url)
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
-        if must_exist and not path.exists():
-            raise EffnetError(f"no search database at {path}: run `effnet search --storage "
-                              f"sqlite:///{path}` first (or give the right path)")
-        if not path.parent.is_dir():
-            raise EffnetError(f"folder {path.parent} does not exist: create it or pick another "
-                              "--storage path")
-        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
-    else:
-        engine_kwargs = {"pool_pre_ping": True}
-    last: Exception | None = None
-    for attempt in range(6):
-        try:
-            with _quiet_optuna():
-                return optuna.storages.RDBStorage(_driver_url(url), engine_kwargs=engine_kwargs,
-                                                  heartbeat_interval=int(HEARTBEAT_S),
-                                                  grace_period=int(GRACE_S))
-        except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as err:
-            last = err  # two workers creating the tables at the same moment
-        except sa_exc.OperationalError as err:
-            last = err
-            if attempt >= 2:
-                break
-        except (ValueError, ImportError, sa_exc.ArgumentError) as err:
-            raise EffnetError(f"cannot use storage {url!r} ({err}): give sqlite:///FILE or "
-                              "postgresql://USER@HOST:PORT/DB") from None
-        time.sleep(0.2 + random.random() * 0.5 * (attempt + 1))
-    msg = str(last).strip().splitlines()[0] if last else "unknown error"
-    raise EffnetError(f"cannot open storage {url!r} ({msg}): check the URL and that the database "
-                      "server is running")
+    """The queue's storage with this module's heartbeat timings."""
+    return _open_storage(url, must_exist, heartbeat_interval=int(HEARTBEAT_S),
+                         grace_period=int(GRACE_S))
 
 
 @contextlib.contextmanager
