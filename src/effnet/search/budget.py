@@ -1,4 +1,8 @@
-"""Training one candidate on a fixed budget: the narrow seam between searching and training.
+"""The old fit-based training budget, used only by the old study (search/study.py, report.py).
+
+The grid search trains with :mod:`.trainer` (``Recipe``, ``train_proxy``).
+Delete this module together with search/study.py when the study moves to
+:mod:`effnet.study`.
 
 The search and the study never train anything themselves: they call a
 *trainer*, ``trainer(model, resolution, data, budget, seed, on_epoch) ->

@@ -200,7 +200,11 @@ class JobContext:
 
     def set(self, name: str, value: Any) -> None:
         """Store a JSON-able partial result on the job (kept if the job is pruned)."""
-        self.partial[name] = json.loads(json.dumps(value))
+        self.update({name: value})
+
+    def update(self, values: dict[str, Any]) -> None:
+        """:meth:`set` for several names at once (one write to the storage)."""
+        self.partial.update(json.loads(json.dumps(values)))
         self.trial.set_user_attr(PARTIAL_ATTR, self.partial)
 
 
@@ -430,3 +434,13 @@ def job_states(storage: str, study_name: str) -> dict[str, str]:
     """key -> waiting | running | done | failed for every job of a stored study."""
     study = _load(_store(storage, must_exist=True), study_name, create=False)
     return _states(study.get_trials(deepcopy=False), study.user_attrs.get(JOBS_ATTR) or {})
+
+
+def study_identities(storage: str) -> dict[str, dict]:
+    """Name -> identity of every study in `storage` that :func:`run_jobs` made."""
+    import optuna
+
+    store = _store(storage, must_exist=True)
+    return {s.study_name: s.user_attrs[IDENTITY_ATTR]
+            for s in optuna.study.get_all_study_summaries(store, include_best_trial=False)
+            if IDENTITY_ATTR in s.user_attrs}
