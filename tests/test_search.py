@@ -287,6 +287,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert cli_main(["search", "--grid-step", "0.3", "--tolerance", "0.01",
                      "--storage", str(tmp_path / "x.db")]) == 2
     assert "grid is empty" in capsys.readouterr().err
+    assert cli_main(["search", "--recipe", "momentum=0.9", "--storage",
+                     str(tmp_path / "x.db")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bad --recipe item 'momentum=0.9'" in err and "weight_decay" in err
+    assert "\n" not in err
 
 
 # ---------------------------------------------------------------- kill and resume
@@ -432,6 +437,8 @@ def test_search_on_an_image_folder_sizes_models_from_the_data(tmp_path):
     payload = json.loads((out / "search-effnet-search.json").read_text())
     (row,) = [r for r in payload["rows"] if r["status"] == "complete"]
     assert 0.0 <= row["val_top1"] <= 1.0
+    assert payload["config"]["recipe"]["val_fraction"] == 0.25  # from --recipe
+    assert payload["config"]["recipe"]["batch_size"] == 8 and payload["native"] == 20
     from effnet.search.candidates import measure
 
     # the measured cost is the 12-class, 3-channel model's (the head and stem differ)

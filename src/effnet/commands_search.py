@@ -136,13 +136,19 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the `effnet` parser."""
+    _add_search(sub)
+    _add_study(sub)
+
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
     from .search.queue import GRACE_S, HEARTBEAT_S
     from .search.trainer import Recipe
 
     p = sub.add_parser("search", help="grid search of alpha, beta, gamma (paper Sec. 3.3)",
                        description="Enumerate (alpha, beta, gamma) >= 1 with alpha*beta^2*gamma^2 "
-                       "~ 2, train the base scaled by each at phi=1 on a fixed budget, and rank "
-                       "them by validation top-1. Resumable; workers share --storage.")
+                       "~ 2, train the base scaled by each at phi=1 with the proxy trainer (the "
+                       "study's), and rank them by validation top-1. Resumable; any number of "
+                       "workers share --storage.")
     p.add_argument("--base", default="b0", help=f"baseline: {', '.join(BASELINES)} (default b0)")
     p.add_argument("--base-width", type=float, default=1.0,
                    help="width of the base relative to the baseline (a cheaper proxy: 0.5)")
@@ -163,7 +169,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train on a fixed subset of this many images (default: all)")
     p.add_argument("--val-size", type=int, default=None,
                    help="score on a fixed subset of the validation split (default: all)")
-    p.add_argument("--batch-size", type=int, default=Recipe().batch_size)
+    p.add_argument("--batch-size", type=int, default=Recipe().batch_size,
+                   help=f"training batch size (default {Recipe().batch_size})")
     p.add_argument("--lr", type=float, default=Recipe().lr,
                    help=f"peak AdamW learning rate of the one-cycle schedule (default "
                    f"{Recipe().lr:g})")
@@ -174,7 +181,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(fields of effnet.search.trainer.Recipe)")
     p.add_argument("--seeds", type=int, default=2, help="training seeds per candidate (>= 2 "
                    "gives a spread)")
-    p.add_argument("--grid-step", type=float, default=0.05)
+    p.add_argument("--grid-step", type=float, default=0.05,
+                   help="spacing of alpha, beta and gamma on the grid (default 0.05)")
     p.add_argument("--target", type=float, default=2.0, help="alpha*beta^2*gamma^2 target")
     p.add_argument("--tolerance", type=float, default=0.1,
                    help="keep points with |alpha*beta^2*gamma^2 - target| <= this")
@@ -203,6 +211,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_search)
 
+
+def _add_study(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="the paper's scaling study at proxy scale (Fig. 3, 7, 8; "
                        "Tables 3, 7)")
     p.add_argument("--preset", default="quick",
