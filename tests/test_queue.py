@@ -114,6 +114,11 @@ def test_other_settings_or_jobs_are_refused(tmp_path):
         run_jobs(db, "s", JOBS, square, identity={"seeds": 3})
     with pytest.raises(EffnetError, match="jobs"):
         run_jobs(db, "s", {**JOBS, "j9": {"x": 9}}, square, identity={"seeds": 2})
+    # a study with trials but no identity was made by something else (an older effnet)
+    optuna.create_study(study_name="old", storage=storage_url(db)).optimize(
+        lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    with pytest.raises(EffnetError, match="not made by this version"):
+        run_jobs(db, "old", JOBS, square, identity={})
 
 
 def test_a_failing_job_fails_reaches_the_caller_and_is_retried_by_a_rerun(tmp_path):

@@ -30,7 +30,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EffnetError
 from .storage import (
@@ -44,6 +44,9 @@ from .storage import (
     storage_url,
 )
 
+if TYPE_CHECKING:
+    from optuna.storages import RDBStorage
+
 __all__ = ["CONNECT_TIMEOUT_S", "GRACE_S", "HEARTBEAT_S", "MAX_RETRY", "JobContext",
            "finished_jobs", "job_states", "open_storage", "run_jobs", "storage_url",
            "study_identities"]
@@ -54,7 +57,7 @@ JOBS_ATTR = "effnet_jobs"
 KEY_ATTR = "job"          # user attr of each trial: its job's key (also its only param)
 RESULT_ATTR = "result"    # user attr: what the work function returned
 PARTIAL_ATTR = "partial"  # user attr: what JobContext.set stored (kept when pruned)
-SKIP_ATTR = "skipped"     # user attr of trials that ran no job (see _objective)
+SKIP_ATTR = "effnet_skipped"  # user attr of trials that ran no job (see _objective)
 
 
 # ---------------------------------------------------------------- jobs
@@ -168,6 +171,11 @@ def _check_identity(study, study_name: str, identity: dict, jobs: dict[str, dict
     mine = {IDENTITY_ATTR: json.loads(json.dumps(identity)),
             JOBS_ATTR: json.loads(json.dumps(jobs))}
     if study.user_attrs.get(IDENTITY_ATTR) is None:
+        # Workers set the identity before they queue anything: trials without one come from
+        # an older effnet (or another program) and mean something else.
+        if study.get_trials(deepcopy=False):
+            raise EffnetError(f"study {study_name!r} was not made by this version of effnet: "
+                              "pass a new name (--study-name) or another --storage")
         for name, value in mine.items():
             study.set_user_attr(name, value)
     stored = study.user_attrs  # read back: two new workers may have written at once
@@ -253,7 +261,7 @@ def _optuna_silent() -> Iterator[None]:
         optuna.logging.set_verbosity(level)
 
 
-def run_jobs(storage: str, study_name: str, jobs: dict[str, dict],
+def run_jobs(storage: str | RDBStorage, study_name: str, jobs: dict[str, dict],
              work: Callable[[JobContext], dict], *, identity: dict, max_jobs: int | None = None,
              pruner=None, on_done: Callable[[str, dict], None] | None = None,
              wait: bool = True, poll_s: float | None = None) -> dict[str, dict]:
@@ -262,10 +270,14 @@ def run_jobs(storage: str, study_name: str, jobs: dict[str, dict],
     `jobs` maps each key to JSON-able params; `work(ctx)` trains one and
     returns a JSON-able dict (its "value", if any, is the trial's value).
     `identity` is stored on the study: a stored study with another identity
-    (or other jobs) is refused. This worker stops after `max_jobs` jobs, or
-    when no job is queued and (with `wait`) none runs in another worker: it
-    waits for those to finish, or to die and be retried here. `on_done(key,
-    result)` runs after each job this worker finished (pruned ones included).
+    (or other jobs) is refused. `storage` is a URL or path, or an RDBStorage
+    from :func:`open_storage` with other heartbeat settings (every worker of
+    a study should use the same ones: the worker that checks decides).
+
+    This worker stops after `max_jobs` jobs, or when no job is queued and
+    (with `wait`) none runs in another worker: it waits for those to finish,
+    or to die and be retried here. `on_done(key, result)` runs after each job
+    this worker finished (pruned ones included).
     """
     import optuna
 
@@ -300,24 +312,24 @@ def run_jobs(storage: str, study_name: str, jobs: dict[str, dict],
     return _results(study.get_trials(deepcopy=False))
 
 
-def _store(storage, must_exist: bool = False):
+def _store(storage: str | RDBStorage, must_exist: bool = False) -> RDBStorage:
     """`storage` opened with :func:`open_storage`, or an RDBStorage it made (own intervals)."""
     return open_storage(storage, must_exist) if isinstance(storage, str) else storage
 
 
-def finished_jobs(storage: str, study_name: str) -> dict[str, dict]:
+def finished_jobs(storage: str | RDBStorage, study_name: str) -> dict[str, dict]:
     """key -> result of every finished job of a stored study (read-only; for reports)."""
     study = _load(_store(storage, must_exist=True), study_name, create=False)
     return _results(study.get_trials(deepcopy=False))
 
 
-def job_states(storage: str, study_name: str) -> dict[str, str]:
+def job_states(storage: str | RDBStorage, study_name: str) -> dict[str, str]:
     """key -> waiting | running | done | failed for every job of a stored study."""
     study = _load(_store(storage, must_exist=True), study_name, create=False)
     return _states(study.get_trials(deepcopy=False), study.user_attrs.get(JOBS_ATTR) or {})
 
 
-def study_identities(storage: str) -> dict[str, dict]:
+def study_identities(storage: str | RDBStorage) -> dict[str, dict]:
     """Name -> identity of every study in `storage` that :func:`run_jobs` made."""
     import optuna
 

@@ -13,9 +13,12 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EffnetError
+
+if TYPE_CHECKING:
+    from optuna.storages import RDBStorage
 
 HEARTBEAT_S = 30        # a running job's worker writes a heartbeat this often (seconds)...
 GRACE_S = 120           # ...and counts as dead after this long without one
@@ -88,7 +91,7 @@ def _first_line(err: BaseException) -> str:
 
 def open_storage(url: str, must_exist: bool = False, *, heartbeat_interval: int = HEARTBEAT_S,
                  grace_period: int = GRACE_S, max_retry: int | None = MAX_RETRY,
-                 connect_timeout: int = CONNECT_TIMEOUT_S):
+                 connect_timeout: int = CONNECT_TIMEOUT_S) -> RDBStorage:
     """An Optuna RDBStorage with heartbeats and retries of jobs whose worker died.
 
     `url` is an RDB URL or an SQLite file path. A job's worker writes a
