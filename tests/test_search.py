@@ -1,21 +1,17 @@
-"""The alpha/beta/gamma grid search (issue 5): grid, measured MACs, resume, shared storage.
+"""The alpha/beta/gamma grid search (issue 5, issue 10): grid, measured MACs, resume, sharing.
 
 Training is replaced by `fake_trainer` (a known score per candidate, logged to a
-file) wherever the test is about the search's mechanics; the real trainer runs
-in tests/test_study.py.
+file) wherever the test is about the search's mechanics; the proxy trainer runs
+for real where the test is about what the search trains.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
+import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from decimal import Decimal
@@ -27,9 +23,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from effnet.cli import main as cli_main
 from effnet.errors import EffnetError
-from effnet.search.budget import Budget
+from effnet.search.config import SearchConfig
 from effnet.search.grid import enumerate_grid
-from effnet.search.search import SearchConfig, best_coefficients, run_search
+from effnet.search.queue import finished_jobs
+from effnet.search.results import best_coefficients, pruning_saving
+from effnet.search.run import run_search
+from effnet.search.trainer import ProxyData, Recipe
+from tests.postgres import postgres_url
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,13 @@ def candidate_key(width: float, depth: float, resolution: int) -> str:
     return f"{width:.4f},{depth:.4f},{resolution}"
 
 
-def fake_trainer(model, resolution, data, budget, seed, on_epoch=None):
+@pytest.fixture(scope="module")
+def fm_data() -> ProxyData:
+    """Fashion-MNIST for the proxy (the fake trainers read only its classes and channels)."""
+    return ProxyData("fashion-mnist")
+
+
+def fake_trainer(model, resolution, data, recipe, seed, on_epoch=None):
     """Stands in for training: logs start/end to $EFFNET_FAKE_LOG and sleeps $EFFNET_FAKE_SLEEP."""
     w, d = model.spec.width_mult, model.spec.depth_mult
     key = candidate_key(w, d, resolution)
@@ -57,10 +63,10 @@ def fake_trainer(model, resolution, data, budget, seed, on_epoch=None):
 
     write("start")
     score = fake_score(w, d, resolution, seed)
-    for epoch in range(1, budget.epochs + 1):
-        time.sleep(float(os.environ.get("EFFNET_FAKE_SLEEP", "0")) / budget.epochs)
+    for epoch in range(1, recipe.epochs + 1):
+        time.sleep(float(os.environ.get("EFFNET_FAKE_SLEEP", "0")) / recipe.epochs)
         if on_epoch is not None:
-            on_epoch(epoch, score * epoch / budget.epochs)
+            on_epoch(epoch, score * epoch / recipe.epochs)
     write("end")
     return {"val_top1": score, "seconds": 0.01}
 
@@ -92,19 +98,14 @@ def env_with_fake(log: Path, sleep: float) -> dict[str, str]:
 
 def search_cmd(storage: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "effnet", "search", "--base-width", "0.25", "--grid-step",
-            "0.1", "--tolerance", "0.05", "--seeds", "1", "--budget", "1",
+            "0.1", "--tolerance", "0.05", "--seeds", "1", "--epochs", "1",
             "--mac-tolerance", "none", "--storage", storage, "--no-progress",
+            "--heartbeat-interval", "1", "--grace-period", "3",
             "--trainer", "tests.test_search:fake_trainer", *extra]
 
 
 def completed_points(storage: str, study: str = "effnet-search") -> list[str]:
-    import optuna
-    from optuna.trial import TrialState
-
-    from effnet.search.search import open_storage
-
-    s = optuna.load_study(study_name=study, storage=open_storage(storage))
-    return [t.params["point"] for t in s.get_trials(states=(TrialState.COMPLETE,))]
+    return [k for k, r in finished_jobs(storage, study).items() if not r.get("pruned")]
 
 
 # ---------------------------------------------------------------- the grid
@@ -155,15 +156,16 @@ def macs_by_flop_counter(model: torch.nn.Module, resolution: int) -> int:
     return fc.get_total_flops() // 2
 
 
-def test_search_measures_macs_and_skips_candidates_off_the_budget(tmp_path, monkeypatch):
+def test_search_measures_macs_and_skips_candidates_off_the_budget(tmp_path, monkeypatch,
+                                                                  fm_data):
     from effnet import CompoundScaling, create_model
 
     log = tmp_path / "log"
     monkeypatch.setenv("EFFNET_FAKE_LOG", str(log))
     cfg = SearchConfig(base="b0", image_size=32, grid_step=0.25, tolerance=0.2, seeds=1,
-                       budget=Budget(epochs=1), mac_tolerance=0.25)
+                       recipe=Recipe(epochs=1), mac_tolerance=0.25)
     res = run_search(cfg, f"sqlite:///{tmp_path / 's.db'}", trainer=fake_trainer,
-                     progress=False)
+                     data=fm_data, progress=False)
     base = macs_by_flop_counter(create_model("b0", num_classes=10, in_chans=1), 32)
     assert res.base_cost.macs == base
     started = {k for e, k, _, _ in read_log(log) if e == "start"}
@@ -183,18 +185,20 @@ def test_search_measures_macs_and_skips_candidates_off_the_budget(tmp_path, monk
         assert row["status"] == ("complete" if trained else "off-budget")
 
 
-def test_search_trains_every_point_once_ranks_them_and_resumes(tmp_path, monkeypatch):
+def test_search_trains_every_point_once_ranks_them_and_resumes(tmp_path, monkeypatch,
+                                                               fm_data):
     log = tmp_path / "log"
     monkeypatch.setenv("EFFNET_FAKE_LOG", str(log))
     cfg = SearchConfig(base_width=0.25, grid_step=0.1, tolerance=0.05, seeds=2,
-                       budget=Budget(epochs=2), mac_tolerance=None)
+                       recipe=Recipe(epochs=2), mac_tolerance=None)
     db = f"sqlite:///{tmp_path / 's.db'}"
-    first = run_search(cfg, db, trainer=fake_trainer, progress=False, max_candidates=4)
+    first = run_search(cfg, db, trainer=fake_trainer, data=fm_data, progress=False,
+                       max_candidates=4)
     assert len(first.trained_now) == 4
-    second = run_search(cfg, db, trainer=fake_trainer, progress=False)
+    second = run_search(cfg, db, trainer=fake_trainer, data=fm_data, progress=False)
     assert len(second.trained_now) == len(cfg.points()) - 4
     assert not set(first.trained_now) & set(second.trained_now)
-    third = run_search(cfg, db, trainer=fake_trainer, progress=False)
+    third = run_search(cfg, db, trainer=fake_trainer, data=fm_data, progress=False)
     assert third.trained_now == []
     starts = [(k, s) for e, k, s, _ in read_log(log) if e == "start"]
     assert sorted(starts) == sorted((k, s) for k in point_keys(cfg).values() for s in (0, 1))
@@ -202,7 +206,7 @@ def test_search_trains_every_point_once_ranks_them_and_resumes(tmp_path, monkeyp
     keys = point_keys(cfg)
     expected = {}
     for p in cfg.points():
-        w, d, r = cfg.base_width * p.beta, p.alpha, int(round(32 * p.gamma))
+        w, d, r = cfg.base_width * p.beta, p.alpha, int(round(cfg.image_size * p.gamma))
         expected[p.label] = [fake_score(w, d, r, 0), fake_score(w, d, r, 1)]
     rows = third.rows
     assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
@@ -218,35 +222,37 @@ def test_search_trains_every_point_once_ranks_them_and_resumes(tmp_path, monkeyp
     assert row["val_top1"] == pytest.approx(rows[0]["val_top1"])
 
 
-def test_resuming_with_other_settings_is_refused(tmp_path):
+def test_resuming_with_other_settings_is_refused(tmp_path, fm_data):
     cfg = SearchConfig(base_width=0.25, grid_step=0.25, tolerance=0.2, seeds=1,
                        mac_tolerance=None)
     db = f"sqlite:///{tmp_path / 's.db'}"
-    run_search(cfg, db, trainer=fake_trainer, progress=False, max_candidates=1)
+    run_search(cfg, db, trainer=fake_trainer, data=fm_data, progress=False, max_candidates=1)
     other = SearchConfig(base_width=0.25, grid_step=0.25, tolerance=0.2, seeds=2,
                          mac_tolerance=None)
     with pytest.raises(EffnetError, match="seeds.*--study-name"):
-        run_search(other, db, trainer=fake_trainer, progress=False)
+        run_search(other, db, trainer=fake_trainer, data=fm_data, progress=False)
+    lr = SearchConfig(base_width=0.25, grid_step=0.25, tolerance=0.2, seeds=1,
+                      mac_tolerance=None, recipe=Recipe(lr=1e-3))
+    with pytest.raises(EffnetError, match="recipe.*--study-name"):
+        run_search(lr, db, trainer=fake_trainer, data=fm_data, progress=False)
 
 
-def test_pruning_stops_hopeless_candidates_and_measures_the_saving(tmp_path):
-    from effnet.search.search import pruning_saving
-
+def test_pruning_stops_hopeless_candidates_and_measures_the_saving(tmp_path, fm_data):
     calls = []
 
-    def trainer(model, resolution, data, budget, seed, on_epoch=None):
+    def trainer(model, resolution, data, recipe, seed, on_epoch=None):
         # Deep candidates learn; shallow ones stay at chance. 4 epochs, 0.05 s each.
         good = model.spec.depth_mult >= 1.4
-        for e in range(1, budget.epochs + 1):
+        for e in range(1, recipe.epochs + 1):
             calls.append((model.spec.depth_mult, seed, e))
             time.sleep(0.05)
             on_epoch(e, (0.2 + 0.15 * e) if good else 0.1)
-        return {"val_top1": 0.8 if good else 0.1, "seconds": 0.05 * budget.epochs}
+        return {"val_top1": 0.8 if good else 0.1, "seconds": 0.05 * recipe.epochs}
 
     cfg = SearchConfig(base_width=0.25, grid_step=0.1, tolerance=0.05, seeds=2,
-                       budget=Budget(epochs=4), mac_tolerance=None)
+                       recipe=Recipe(epochs=4), mac_tolerance=None)
     db = f"sqlite:///{tmp_path / 's.db'}"
-    res = run_search(cfg, db, trainer=trainer, progress=False, prune=True)
+    res = run_search(cfg, db, trainer=trainer, data=fm_data, progress=False, prune=True)
     pruned = [r for r in res.rows if r["status"] == "pruned"]
     complete = [r for r in res.rows if r["status"] == "complete"]
     assert pruned and complete
@@ -261,11 +267,11 @@ def test_pruning_stops_hopeless_candidates_and_measures_the_saving(tmp_path):
 
 
 # ---------------------------------------------------------------- CLI
-def test_scale_from_search_uses_the_best_coefficients(tmp_path, capsys):
+def test_scale_from_search_uses_the_best_coefficients(tmp_path, capsys, fm_data):
     cfg = SearchConfig(base_width=0.25, grid_step=0.25, tolerance=0.2, seeds=1,
                        mac_tolerance=None)
     db = tmp_path / "s.db"
-    run_search(cfg, f"sqlite:///{db}", trainer=fake_trainer, progress=False)
+    run_search(cfg, f"sqlite:///{db}", trainer=fake_trainer, data=fm_data, progress=False)
     # fake_score grows with depth: the best of this grid is the deepest point, alpha = 2.
     assert cli_main(["scale", "--phi", "0..1", "--from-search", str(db)]) == 0
     out = capsys.readouterr().out
@@ -281,6 +287,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert cli_main(["search", "--grid-step", "0.3", "--tolerance", "0.01",
                      "--storage", str(tmp_path / "x.db")]) == 2
     assert "grid is empty" in capsys.readouterr().err
+    assert cli_main(["search", "--recipe", "momentum=0.9", "--storage",
+                     str(tmp_path / "x.db")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bad --recipe item 'momentum=0.9'" in err and "weight_decay" in err
+    assert "\n" not in err
 
 
 # ---------------------------------------------------------------- kill and resume
@@ -318,51 +329,6 @@ def test_search_killed_partway_resumes_with_the_remaining_candidates_only(tmp_pa
 
 
 # ---------------------------------------------------------------- PostgreSQL
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def postgres_url():
-    """$EFFNET_TEST_POSTGRES_URL (set by .ci/postgres.sh), or a throwaway local server."""
-    url = os.environ.get("EFFNET_TEST_POSTGRES_URL")
-    if url:
-        yield url
-        return
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    initdb = bins[-1] if bins else shutil.which("initdb")
-    if initdb is None:
-        pytest.fail("PostgreSQL is not installed: run .ci/postgres.sh (it apt-get installs "
-                    "postgresql) or set EFFNET_TEST_POSTGRES_URL")
-    bindir = Path(initdb).parent
-    root = os.geteuid() == 0
-    data = Path(tempfile.mkdtemp(prefix="effnet-pg-"))
-    as_user = ["runuser", "-u", "postgres", "--"] if root else []
-    if root:
-        shutil.chown(data, "postgres", "postgres")
-    port = _free_port()
-    try:
-        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust",
-                        "-U", "postgres", "-N"], check=True, capture_output=True)
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-l",
-                        str(data / "log"), "-w", "-o",
-                        f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off",
-                        "start"], check=True, capture_output=True)
-        import psycopg2
-
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
-        conn.autocommit = True
-        conn.cursor().execute("CREATE DATABASE effnet")
-        conn.close()
-        yield f"postgresql://postgres@127.0.0.1:{port}/effnet"
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m",
-                        "immediate", "stop"], capture_output=True)
-        shutil.rmtree(data, ignore_errors=True)
-
-
 @pytest.mark.slow
 def test_two_workers_share_a_postgresql_study_without_duplicates(tmp_path):
     study = f"pg-{uuid.uuid4().hex[:8]}"
@@ -389,53 +355,94 @@ def test_two_workers_share_a_postgresql_study_without_duplicates(tmp_path):
     assert sorted(done) == sorted(keys)
 
 
-def test_queue_lock_excludes_and_breaks_the_lock_of_a_dead_worker(tmp_path):
-    import threading
+# ---------------------------------------------------------------- the proxy trainer
+def test_the_search_trains_each_candidate_with_the_proxy_trainer(tmp_path):
+    """Item 8 of issue 10: a candidate's score is train_proxy's on the config's recipe."""
+    from effnet.search.trainer import train_proxy
 
-    import optuna
-
-    from effnet.search.search import OWNER_ATTR, open_storage, queue_lock
-
-    store = open_storage(str(tmp_path / "s.db"))
-    inside, overlap = [], []
-
-    def worker() -> None:
-        for _ in range(5):
-            with queue_lock(store, "st"):
-                inside.append(1)
-                overlap.append(len(inside))
-                time.sleep(0.01)
-                inside.pop()
-
-    threads = [threading.Thread(target=worker) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(overlap) == 15 and max(overlap) == 1  # never two holders at once
-    # A lock left by a process that no longer exists is broken at once, not after minutes.
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    held = store.create_new_study([optuna.study.StudyDirection.MINIMIZE], "st::queue-lock")
-    store.set_study_user_attr(held, OWNER_ATTR, {"host": socket.gethostname(), "pid": dead.pid})
-    t0 = time.monotonic()
-    with queue_lock(store, "st", stale_s=600):
-        pass
-    assert time.monotonic() - t0 < 5
+    recipe = Recipe(epochs=2, batch_size=32, train_size=96, val_size=64)
+    cfg = SearchConfig(base_width=0.25, base_depth=0.25, grid_step=0.25, tolerance=0.2,
+                       seeds=1, recipe=recipe, mac_tolerance=None)
+    data = ProxyData("fashion-mnist", recipe=recipe)
+    res = run_search(cfg, f"sqlite:///{tmp_path / 's.db'}", data=data, progress=False,
+                     max_candidates=1)
+    (row,) = [r for r in res.rows if r["status"] == "complete"]
+    point = next(p for p in cfg.points() if p.label == row["label"])
+    torch.manual_seed(0)  # what the search does before building seed 0's model
+    model = cfg.scaled(point).build(num_classes=10, in_chans=1)
+    direct = train_proxy(model, row["resolution"], data, recipe, 0)
+    assert row["val_top1_seeds"] == [direct["val_top1"]]
+    assert row["val_top1_curves"] == [direct["curve"]] and len(direct["curve"]) == 2
 
 
-def test_train_candidate_reports_each_epoch_through_fit(tmp_path):
-    """The real trainer: on_epoch sees every epoch's validation top-1, equal to the curve."""
-    sys.path.insert(0, str(Path(__file__).parent / "data"))
-    from train_tiny import TinyNet
+def bad_trainer(model, data):
+    """A trainer with the wrong signature."""
+    return {"val_top1": 0.5}
 
-    from effnet.search.budget import ProxyData, train_candidate
 
-    budget = Budget(epochs=2, train_size=64, val_size=32, batch_size=32)
-    data = ProxyData("fashion-mnist", budget=budget)
-    seen = []
-    torch.manual_seed(0)
-    out = train_candidate(TinyNet(num_classes=10), 16, data, budget, seed=0,
-                          on_epoch=lambda e, v: seen.append((e, v)))
-    assert seen == list(enumerate(out["curve"], 1)) and len(seen) == 2
-    assert out["val_top1"] == seen[-1][1]
+def test_a_trainer_with_the_wrong_signature_gives_one_line(tmp_path, capsys):
+    args = ["search", "--storage", str(tmp_path / "s.db"), "--trainer",
+            "tests.test_search:bad_trainer"]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot be called as (model, resolution, data, recipe, seed, on_epoch)" in err
+    assert "\n" not in err
+
+
+# ---------------------------------------------------------------- image folders
+def colour(c: int) -> tuple[int, int, int]:
+    return (20 * c, 250 - 20 * c, 7 + 3 * c)
+
+
+def make_folder(root: Path, classes: int, per_class: int, grey: bool = False) -> Path:
+    """`classes` folders of flat-coloured images of odd sizes, one colour per class."""
+    from PIL import Image
+
+    for c in range(classes):
+        (root / f"class{c:02d}").mkdir(parents=True)
+        for i in range(per_class):
+            size = (30 + 3 * i, 20 + 5 * c)
+            img = Image.new("L", size, colour(c)[0]) if grey else Image.new("RGB", size, colour(c))
+            img.save(root / f"class{c:02d}" / f"{i}.png")
+    return root
+
+
+def test_an_image_folder_is_decoded_once_with_its_own_classes_and_channels(tmp_path):
+    data = ProxyData("imagefolder", str(make_folder(tmp_path / "rgb", 12, 3)),
+                     Recipe(val_fraction=0.25), folder_size=24)
+    assert (data.num_classes, data.in_chans, data.native) == (12, 3, 24)
+    x, y, xv, yv = data._load()
+    assert x.dtype == torch.uint8 and x.shape[1:] == (3, 24, 24) and len(x) + len(xv) == 36
+    for images, labels in ((x, y), (xv, yv)):
+        for img, label in zip(images, labels, strict=True):
+            # A flat image stays flat through any crop and resize: every pixel is its colour.
+            expect = torch.tensor(colour(int(label)), dtype=torch.uint8).view(3, 1, 1)
+            assert torch.equal(img, expect.expand(3, 24, 24)), int(label)
+    grey = ProxyData("imagefolder", str(make_folder(tmp_path / "grey", 2, 4, grey=True)),
+                     folder_size=16)
+    assert (grey.num_classes, grey.in_chans) == (2, 1)
+
+
+def test_search_on_an_image_folder_sizes_models_from_the_data(tmp_path):
+    """Issue 13 item 7: 12 classes (a 10-way head crashed with 'Target 11 is out of bounds')."""
+    folder = make_folder(tmp_path / "data", 12, 4)
+    out = tmp_path / "out"
+    assert cli_main(["search", "--dataset", "imagefolder", "--data", str(folder),
+                     "--folder-size", "20", "--image-size", "16", "--base-width", "0.25",
+                     "--base-depth", "0.25", "--grid-step", "0.25", "--tolerance", "0.2",
+                     "--seeds", "1", "--epochs", "1", "--batch-size", "8",
+                     "--recipe", "val_fraction=0.25", "--mac-tolerance", "none",
+                     "--max-candidates", "1", "--storage", str(tmp_path / "s.db"),
+                     "--output", str(out), "--no-progress", "--threads", "1"]) == 0
+    payload = json.loads((out / "search-effnet-search.json").read_text())
+    (row,) = [r for r in payload["rows"] if r["status"] == "complete"]
+    assert 0.0 <= row["val_top1"] <= 1.0
+    assert payload["config"]["recipe"]["val_fraction"] == 0.25  # from --recipe
+    assert payload["config"]["recipe"]["batch_size"] == 8 and payload["native"] == 20
+    from effnet.search.candidates import measure
+
+    # the measured cost is the 12-class, 3-channel model's (the head and stem differ)
+    cfg = SearchConfig(base_width=0.25, base_depth=0.25, grid_step=0.25, tolerance=0.2)
+    point = next(p for p in cfg.points() if p.label == row["label"])
+    scaled = cfg.scaled(point)
+    assert row["params"] == measure(scaled, 12, 3).params != measure(scaled, 10, 1).params

@@ -74,7 +74,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
     base = canonical_name(args.base)
     scaling = CompoundScaling(args.alpha, args.beta, args.gamma)
     if args.from_search:  # step 2 of the paper: the grid search's best (alpha, beta, gamma)
-        from .search.search import best_coefficients
+        from .search.results import best_coefficients
 
         scaling, best = best_coefficients(args.from_search)
         print(f"from search {best['study']!r} in {args.from_search}: best candidate "

@@ -24,45 +24,77 @@ def _quiet() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def _recipe(args: argparse.Namespace):
+    """The proxy Recipe from the flags; --recipe FIELD=VALUE,... sets any other field."""
+    from dataclasses import fields
+
+    from .search.trainer import Recipe
+
+    kinds = {f.name: f.type for f in fields(Recipe)}
+    values: dict = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                    "train_size": args.train_size, "val_size": args.val_size,
+                    "flip": args.augment == "flip"}
+    for item in filter(None, (args.recipe or "").split(",")):
+        name, _, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if name not in kinds or not text:
+            raise EffnetError(f"bad --recipe item {item!r}: write FIELD=VALUE with FIELD one of "
+                              f"{', '.join(kinds)}")
+        kind = str(kinds[name])
+        try:
+            if "bool" in kind:
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(text)
+                values[name] = text.lower() in ("true", "1", "yes")
+            elif text.lower() == "none" and "None" in kind:
+                values[name] = None
+            else:
+                values[name] = (int if kind.startswith("int") else float)(text)
+        except ValueError:
+            raise EffnetError(f"bad value in --recipe {item!r}: {name} takes {kind}") from None
+    return Recipe(**values)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     """The alpha/beta/gamma grid search (paper Sec. 3.3, step 1)."""
     import torch
 
     _quiet()
-    from .search.budget import Budget, load_trainer
-    from .search.search import (
-        SearchConfig,
-        format_table,
-        pruning_saving,
-        run_search,
-        write_results,
-    )
+    from .search.config import SearchConfig
+    from .search.results import format_table, pruning_saving, write_results
+    from .search.run import run_search
+    from .search.trainer import ProxyData, load_trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    budget = Budget(epochs=args.budget, train_size=args.train_size, val_size=args.val_size,
-                    batch_size=args.batch_size, recipe=args.recipe, lr=args.lr,
-                    augment=args.augment)
+    if not 1 <= args.heartbeat_interval < args.grace_period:
+        raise EffnetError("give 1 <= --heartbeat-interval < --grace-period (seconds)")
     base = {"lite0": "lite", "efficientnet-b0": "b0"}.get(args.base, args.base)
     if base not in BASELINES:
         raise EffnetError(f"unknown --base {args.base!r}: use one of {', '.join(BASELINES)}")
+    recipe = _recipe(args)
     cfg = SearchConfig(base=base, dataset=args.dataset, image_size=args.image_size,
                        base_width=args.base_width, base_depth=args.base_depth,
                        grid_step=args.grid_step, target=args.target, tolerance=args.tolerance,
-                       max_value=args.max_coefficient, seeds=args.seeds, budget=budget,
+                       max_value=args.max_coefficient, seeds=args.seeds, recipe=recipe,
                        mac_tolerance=args.mac_tolerance)
+    trainer = load_trainer(args.trainer)
     n = len(cfg.points())
     print(f"grid: {n} (alpha, beta, gamma) points with step {cfg.grid_step:g} and "
           f"|alpha*beta^2*gamma^2 - {cfg.target:g}| <= {cfg.tolerance:g}; storage {args.storage}, "
           f"study {args.study_name}")
-    result = run_search(cfg, args.storage, args.study_name, trainer=load_trainer(args.trainer),
+    data = ProxyData(args.dataset, args.data, recipe, download=args.download,
+                     folder_size=args.folder_size)
+    result = run_search(cfg, args.storage, args.study_name, trainer=trainer, data=data,
                         prune=args.prune, progress=not args.no_progress,
-                        max_candidates=args.max_candidates, root=args.data,
-                        download=args.download)
+                        max_candidates=args.max_candidates,
+                        heartbeat_interval=args.heartbeat_interval,
+                        grace_period=args.grace_period)
     print(format_table(result.rows))
-    print(f"base: {result.base_cost.params / 1e6:.3f} M params, {result.base_cost.macs / 1e6:.2f}"
-          f" M MACs (measured); 'vs target' is the distance of each candidate's measured MACs "
-          f"from {cfg.target:g}x the base's.")
+    print(f"data: {args.dataset}, {data.num_classes} classes, {data.in_chans} channel(s), "
+          f"native {data.native} px. base: {result.base_cost.params / 1e6:.3f} M params, "
+          f"{result.base_cost.macs / 1e6:.2f} M MACs (measured); 'vs target' is the distance "
+          f"of each candidate's measured MACs from {cfg.target:g}x the base's.")
     print(f"trained now: {len(result.trained_now)} candidate(s); "
           f"{sum(r['status'] == 'complete' for r in result.rows)} of {n} complete.")
     if result.running_elsewhere:
@@ -85,10 +117,18 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the `effnet` parser."""
+    _add_search(sub)
+
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
+    from .search.queue import GRACE_S, HEARTBEAT_S
+    from .search.trainer import Recipe
+
     p = sub.add_parser("search", help="grid search of alpha, beta, gamma (paper Sec. 3.3)",
                        description="Enumerate (alpha, beta, gamma) >= 1 with alpha*beta^2*gamma^2 "
-                       "~ 2, train the base scaled by each at phi=1 on a fixed budget, and rank "
-                       "them by validation top-1. Resumable; workers share --storage.")
+                       "~ 2, train the base scaled by each at phi=1 with the proxy trainer (the "
+                       "study's), and rank them by validation top-1. Resumable; any number of "
+                       "workers share --storage.")
     p.add_argument("--base", default="b0", help=f"baseline: {', '.join(BASELINES)} (default b0)")
     p.add_argument("--base-width", type=float, default=1.0,
                    help="width of the base relative to the baseline (a cheaper proxy: 0.5)")
@@ -97,20 +137,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fashion-mnist (offline), cifar10, cifar100, imagefolder")
     p.add_argument("--data", default=None, help="dataset folder (imagefolder, or local copies)")
     p.add_argument("--download", action="store_true", help="allow downloading CIFAR")
-    p.add_argument("--image-size", type=int, default=32, help="base resolution (default 32)")
-    p.add_argument("--budget", type=int, default=1,
-                   help="training epochs per candidate and seed over --train-size images")
+    p.add_argument("--image-size", type=int, default=16,
+                   help="base resolution (default 16: below Fashion-MNIST's 28 px, so scaling "
+                   "resolution up adds detail)")
+    p.add_argument("--folder-size", type=int, default=64,
+                   help="imagefolder: decode each image once at this size (px), its native size")
+    p.add_argument("--epochs", "--budget", dest="epochs", type=int, default=Recipe().epochs,
+                   help=f"proxy training epochs per candidate and seed (default "
+                   f"{Recipe().epochs})")
     p.add_argument("--train-size", type=int, default=None,
                    help="train on a fixed subset of this many images (default: all)")
     p.add_argument("--val-size", type=int, default=None,
                    help="score on a fixed subset of the validation split (default: all)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--recipe", default="short", help="training recipe (default short)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: recipe's)")
-    p.add_argument("--augment", default="none", help="none (default), light, ...")
+    p.add_argument("--batch-size", type=int, default=Recipe().batch_size,
+                   help=f"training batch size (default {Recipe().batch_size})")
+    p.add_argument("--lr", type=float, default=Recipe().lr,
+                   help=f"peak AdamW learning rate of the one-cycle schedule (default "
+                   f"{Recipe().lr:g})")
+    p.add_argument("--augment", choices=("flip", "none"), default="flip",
+                   help="random horizontal flips (default) or none")
+    p.add_argument("--recipe", default=None, metavar="FIELD=VALUE,...",
+                   help="other proxy-recipe settings, e.g. weight_decay=0.05,label_smoothing=0.1 "
+                   "(fields of effnet.search.trainer.Recipe)")
     p.add_argument("--seeds", type=int, default=2, help="training seeds per candidate (>= 2 "
                    "gives a spread)")
-    p.add_argument("--grid-step", type=float, default=0.05)
+    p.add_argument("--grid-step", type=float, default=0.05,
+                   help="spacing of alpha, beta and gamma on the grid (default 0.05)")
     p.add_argument("--target", type=float, default=2.0, help="alpha*beta^2*gamma^2 target")
     p.add_argument("--tolerance", type=float, default=0.1,
                    help="keep points with |alpha*beta^2*gamma^2 - target| <= this")
@@ -128,7 +180,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop this worker after training this many")
     p.add_argument("--output", default=".", help="folder for the ranked table (md, json)")
     p.add_argument("--trainer", default=None,
-                   help="custom training function 'package.module:function' (advanced)")
+                   help="custom training function 'package.module:function' with the signature "
+                   "of effnet.search.trainer.train_proxy (advanced)")
+    p.add_argument("--heartbeat-interval", type=int, default=HEARTBEAT_S,
+                   help=f"seconds between a worker's heartbeats (default {HEARTBEAT_S})")
+    p.add_argument("--grace-period", type=int, default=GRACE_S,
+                   help="seconds without a heartbeat after which a candidate's worker counts as "
+                   f"dead and the candidate is trained again (default {GRACE_S})")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_search)

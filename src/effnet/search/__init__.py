@@ -1,28 +1,30 @@
-"""Compound scaling end to end: the alpha/beta/gamma grid search and the scaling study.
+"""Compound scaling step 1: the alpha/beta/gamma grid search (paper Sec. 3.3).
 
 * :mod:`.grid`: the (alpha, beta, gamma) grid of paper Eq. 3;
 * :mod:`.candidates`: scaled networks and their measured cost;
-* :mod:`.budget`: the trainer seam (a fixed, short training budget);
-* :mod:`.search`: the resumable, shareable Optuna grid search (`effnet search`);
-* :mod:`.study`: Fig. 3, Fig. 7, Fig. 8 / Table 7 and Table 3 at proxy scale (`effnet study`);
-* :mod:`.report`: report.md, PNG plots and results.json.
+* :mod:`.trainer`: the proxy trainer (``Recipe``, ``ProxyData``, ``train_proxy``), shared with
+  the scaling study;
+* :mod:`.queue`: jobs on Optuna's storage, shared by any number of workers (``run_jobs``);
+* :mod:`.config`, :mod:`.run`, :mod:`.results`: the search (`effnet search`) and its table.
 """
 
-from .budget import Budget, ProxyData, train_candidate
 from .candidates import Cost, Scaled, measure
+from .config import SearchConfig
 from .grid import GridPoint, enumerate_grid
-from .search import SearchConfig, best_coefficients, run_search
+from .results import best_coefficients
+from .run import run_search
+from .trainer import ProxyData, Recipe, train_proxy
 
 __all__ = [
-    "Budget",
     "Cost",
     "GridPoint",
     "ProxyData",
+    "Recipe",
     "Scaled",
     "SearchConfig",
     "best_coefficients",
     "enumerate_grid",
     "measure",
     "run_search",
-    "train_candidate",
+    "train_proxy",
 ]

@@ -21,12 +21,15 @@ the least work per image that allows:
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -99,13 +102,16 @@ class ProxyData:
     The native images are read once; each resolution is made once by
     :func:`downsample` and normalised with the training images' own mean and
     std, and the last `cache` resolutions are kept. `native` is the datasets'
-    own image size: resolutions above it add pixels, not detail.
+    own image size: resolutions above it add pixels, not detail. An image
+    folder (``dataset="imagefolder"``, `root` its folder) is decoded once at
+    `folder_size` px (:func:`folder_arrays`), which is then its native size.
     """
 
     def __init__(self, dataset: str = "fashion-mnist", root: str | None = None,
                  recipe: Recipe | None = None, seed: int = 0, download: bool = False,
-                 cache: int = 2) -> None:
+                 cache: int = 2, folder_size: int = 64) -> None:
         self.dataset, self.root, self.seed, self.download = dataset, root, seed, download
+        self.folder_size = folder_size
         self.recipe = recipe or Recipe()
         self._cache: OrderedDict[int, tuple] = OrderedDict()
         self._cache_size = max(1, cache)
@@ -116,7 +122,10 @@ class ProxyData:
         if self._raw is None:
             from ..data.datasets import native_arrays, split_indices
 
-            x, y, self.classes = native_arrays(self.dataset, self.root, self.download)
+            if self.dataset == "imagefolder":
+                x, y, self.classes = folder_arrays(self.root, self.folder_size)
+            else:
+                x, y, self.classes = native_arrays(self.dataset, self.root, self.download)
             tr, va = split_indices(len(y), self.recipe.val_fraction, self.seed)
             if not va:
                 raise EffnetError("the proxy trainer needs a validation split: val_fraction > 0")
@@ -162,6 +171,38 @@ class ProxyData:
         """The first `n` validation images and labels at `resolution` (for activation maps)."""
         _, _, xva, yva = self.splits(resolution)
         return xva[:n], yva[:n]
+
+
+def folder_arrays(root: str | Path | None, size: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                                list[str]]:
+    """An image folder decoded once: uint8 (N, C, size, size), labels and class names.
+
+    `root` holds one sub-folder per class (or a ``train/`` folder of them; the
+    proxy holds its validation split out of it). Each image is centre-cropped
+    to a square and resized with antialiasing; the channels come from the
+    data: 1 when every image is greyscale, else 3.
+    """
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from ..data.datasets import image_folder, load_image
+
+    if root is None:
+        raise EffnetError("--dataset imagefolder needs --data DIR (one sub-folder per class)")
+    root = Path(root)
+    if (root / "train").is_dir():
+        root = root / "train"
+    folder = image_folder(root)
+    arrays = [np.asarray(ImageOps.fit(load_image(path), (size, size),  # type: ignore[arg-type]
+                                      method=Image.Resampling.BICUBIC))
+              for path, _ in folder.samples]
+    if all(a.ndim == 2 for a in arrays):
+        x = torch.from_numpy(np.stack(arrays)).unsqueeze(1)
+    else:
+        rgb = [np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
+        x = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).contiguous()
+    y = torch.tensor([label for _, label in folder.samples], dtype=torch.int64)
+    return x, y, list(folder.classes)
 
 
 def _take(idx: list[int], size: int | None, seed: int) -> list[int]:
@@ -270,3 +311,38 @@ def train_proxy(model: nn.Module, resolution: int, data: ProxyData, recipe: Reci
     seconds = time.perf_counter() - t0
     return {"val_top1": curve[-1], "curve": curve, "seconds": seconds,
             "images_per_s": total * bs / seconds}
+
+
+class Trainer(Protocol):
+    """What trains one model: :func:`train_proxy`'s signature (``--trainer MODULE:FUNCTION``)."""
+
+    def __call__(self, model: nn.Module, resolution: int, data: ProxyData, recipe: Recipe,
+                 seed: int, on_epoch: OnEpoch | None = None) -> dict[str, Any]: ...
+
+
+def load_trainer(ref: str | None) -> Trainer:
+    """:func:`train_proxy`, or a user's trainer named 'package.module:function'.
+
+    The function must take ``(model, resolution, data, recipe, seed, on_epoch)``
+    as :func:`train_proxy` does and return a dict with "val_top1"; a function
+    that cannot be called so is refused here, before any training.
+    """
+    if not ref:
+        return train_proxy
+    mod_name, _, attr = ref.partition(":")
+    if not mod_name or not attr:
+        raise EffnetError(f"bad --trainer {ref!r}: write it as package.module:function")
+    try:
+        fn = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise EffnetError(f"cannot load trainer {ref!r} ({err}): check the module is importable "
+                          "(on PYTHONPATH) and defines the function") from None
+    try:
+        inspect.signature(fn).bind(None, 0, None, None, 0, None)
+    except TypeError:
+        raise EffnetError(f"trainer {ref!r} cannot be called as (model, resolution, data, "
+                          "recipe, seed, on_epoch): give it the signature of "
+                          "effnet.search.trainer.train_proxy") from None
+    except ValueError:  # no signature to inspect (some builtins): let the call decide
+        pass
+    return fn

@@ -1,0 +1,339 @@
+"""A job queue on Optuna's own storage: each job trained once, by any number of workers.
+
+A *job* is one training run (a grid point of the search, a model and seed of
+the study), named by a key. :func:`run_jobs` puts every job of a study in
+Optuna's trial queue (``Study.enqueue_trial``) and works through it with
+``Study.optimize``, which pops WAITING trials atomically, so any number of
+processes on any number of machines can share one storage (an SQLite file on
+one machine, PostgreSQL across machines).
+
+What happens when things go wrong, all with Optuna's own facilities:
+
+* a worker that dies (SIGKILL, power cut) stops writing its trial's heartbeat
+  (``RDBStorage(heartbeat_interval=...)``, written by ``Study.optimize``);
+  once it is older than ``grace_period``, the next worker that starts a job
+  or waits for one (:func:`optuna.storages.fail_stale_trials`) marks the
+  trial FAIL, and ``RetryHeartbeatStaleTrialCallback`` queues the job again,
+  up to ``max_retry`` times;
+* a job whose work function raises fails (FAIL) and the error reaches the
+  caller; other workers leave it alone; the next run of the same study
+  queues failed jobs again (the user has presumably fixed the cause);
+* a pruned job (``optuna.TrialPruned`` from :meth:`JobContext.report`) is done.
+
+Where Optuna cannot do something, the code says so next to the work-around.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EffnetError
+from .storage import (
+    CONNECT_TIMEOUT_S,
+    GRACE_S,
+    HEARTBEAT_S,
+    MAX_RETRY,
+    _first_line,
+    _quiet_optuna,
+    open_storage,
+    storage_url,
+)
+
+if TYPE_CHECKING:
+    from optuna.storages import RDBStorage
+
+__all__ = ["CONNECT_TIMEOUT_S", "GRACE_S", "HEARTBEAT_S", "MAX_RETRY", "JobContext",
+           "finished_jobs", "job_states", "open_storage", "run_jobs", "storage_url",
+           "study_identities"]
+
+
+IDENTITY_ATTR = "effnet_identity"
+JOBS_ATTR = "effnet_jobs"
+KEY_ATTR = "job"          # user attr of each trial: its job's key (also its only param)
+RESULT_ATTR = "result"    # user attr: what the work function returned
+PARTIAL_ATTR = "partial"  # user attr: what JobContext.set stored (kept when pruned)
+SKIP_ATTR = "effnet_skipped"  # user attr of trials that ran no job (see _objective)
+
+
+# ---------------------------------------------------------------- jobs
+@dataclass
+class JobContext:
+    """What a work function gets: its job's key and params, and a way to report progress."""
+
+    key: str
+    params: dict
+    trial: Any = field(repr=False)
+    partial: dict = field(default_factory=dict)
+    _steps: set = field(default_factory=set, repr=False)
+
+    def report(self, step: int, value: float) -> None:
+        """Report an intermediate score; raise ``optuna.TrialPruned`` if the pruner says stop."""
+        import optuna
+
+        if step in self._steps:  # Optuna ignores (and warns about) a step reported twice
+            return
+        self._steps.add(step)
+        self.trial.report(float(value), step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step}")
+
+    def set(self, name: str, value: Any) -> None:
+        """Store a JSON-able partial result on the job (kept if the job is pruned)."""
+        self.update({name: value})
+
+    def update(self, values: dict[str, Any]) -> None:
+        """:meth:`set` for several names at once (one write to the storage)."""
+        self.partial.update(json.loads(json.dumps(values)))
+        self.trial.set_user_attr(PARTIAL_ATTR, self.partial)
+
+
+def _key(t) -> str | None:
+    """The job key of a trial, or None for trials that ran no job."""
+    if SKIP_ATTR in t.user_attrs:
+        return None
+    return t.user_attrs.get(KEY_ATTR)
+
+
+def _taken_by_another(trials, key: str, number: int) -> bool:
+    """Whether another trial holds job `key`: it finished it, or is ahead of trial `number`.
+
+    ``enqueue_trial(skip_if_exists=True)`` is not atomic (its documentation
+    says two processes can enqueue the same params at once), and a rerun
+    queues failed jobs again while a retry may be queued too. So a job can sit
+    in the queue twice; the trial with the lower number keeps it and the other
+    one steps aside. Both decide alike, so exactly one of them runs it.
+    """
+    from optuna.trial import TrialState
+
+    for t in trials:
+        if t.number == number or _key(t) != key:
+            continue
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            return True
+        if t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < number:
+            return True
+    return False
+
+
+def _states(trials, keys) -> dict[str, str]:
+    """key -> waiting | running | done | failed, from the trials of a study."""
+    from optuna.trial import TrialState
+
+    rank = {TrialState.FAIL: 0, TrialState.WAITING: 1, TrialState.RUNNING: 2,
+            TrialState.PRUNED: 3, TrialState.COMPLETE: 3}
+    name = {0: "failed", 1: "waiting", 2: "running", 3: "done"}
+    best: dict[str, int] = {}
+    for t in trials:
+        k = _key(t)
+        if k is not None:
+            best[k] = max(best.get(k, 0), rank[t.state])
+    # A job without any trial yet is about to be queued (its creator is still enqueueing).
+    return {k: name[best.get(k, 1)] for k in keys}
+
+
+def _results(trials) -> dict[str, dict]:
+    """key -> result of every finished job (pruned ones: their partial results, pruned=True)."""
+    from optuna.trial import TrialState
+
+    out: dict[str, dict] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        k = _key(t)
+        if k is None or k in out:
+            continue
+        if t.state == TrialState.COMPLETE:
+            out[k] = dict(t.user_attrs.get(RESULT_ATTR, {}))
+        elif t.state == TrialState.PRUNED:
+            out[k] = {**t.user_attrs.get(PARTIAL_ATTR, {}), "pruned": True}
+    return out
+
+
+def _load(storage, study_name: str, pruner=None, create: bool = True):
+    import optuna
+
+    if create:
+        return optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
+                                   load_if_exists=True, pruner=pruner,
+                                   sampler=optuna.samplers.RandomSampler(seed=0))
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
+    except KeyError:
+        raise EffnetError(f"no study {study_name!r} in this storage: check --study-name "
+                          "(or run it first)") from None
+
+
+def _check_identity(study, study_name: str, identity: dict, jobs: dict[str, dict]) -> None:
+    """Store `identity` and the jobs on a new study; refuse a stored one that differs."""
+    mine = {IDENTITY_ATTR: json.loads(json.dumps(identity)),
+            JOBS_ATTR: json.loads(json.dumps(jobs))}
+    if study.user_attrs.get(IDENTITY_ATTR) is None:
+        # Workers set the identity before they queue anything: trials without one come from
+        # an older effnet (or another program) and mean something else.
+        if study.get_trials(deepcopy=False):
+            raise EffnetError(f"study {study_name!r} was not made by this version of effnet: "
+                              "pass a new name (--study-name) or another --storage")
+        for name, value in mine.items():
+            study.set_user_attr(name, value)
+    stored = study.user_attrs  # read back: two new workers may have written at once
+    diff = []
+    if stored.get(IDENTITY_ATTR) != mine[IDENTITY_ATTR]:
+        old = stored.get(IDENTITY_ATTR) or {}
+        diff = [k for k in sorted(set(old) | set(identity))
+                if old.get(k) != mine[IDENTITY_ATTR].get(k)] or ["settings"]
+    elif stored.get(JOBS_ATTR) != mine[JOBS_ATTR]:
+        diff = ["jobs"]
+    if diff:
+        raise EffnetError(f"study {study_name!r} was run with other settings ({', '.join(diff)} "
+                          "differ): rerun with the same settings or a new name "
+                          "(--study-name)")
+
+
+def _enqueue_missing(study, jobs: dict[str, dict]) -> None:
+    """Queue every job that has no trial yet, and every failed job once more."""
+    trials = study.get_trials(deepcopy=False)
+    states = _states(trials, jobs)
+    have = {_key(t) for t in trials}
+    for key in jobs:
+        if key not in have:
+            study.enqueue_trial({KEY_ATTR: key}, user_attrs={KEY_ATTR: key}, skip_if_exists=True)
+        elif states[key] == "failed":  # skip_if_exists would see the failed trial and skip
+            study.enqueue_trial({KEY_ATTR: key}, user_attrs={KEY_ATTR: key})
+
+
+@dataclass
+class _Outcome:
+    key: str | None = None
+    result: dict | None = None
+
+
+def _objective(jobs: dict[str, dict], work: Callable[[JobContext], dict], outcome: _Outcome):
+    """The function Study.optimize calls: run the popped trial's job, or step aside."""
+    import optuna
+
+    def objective(trial) -> float:
+        outcome.key = outcome.result = None
+        key = trial.user_attrs.get(KEY_ATTR)
+        # Optuna has no public "pop a waiting trial or return None": when another worker took
+        # the last queued job between our check and ask(), ask() makes a fresh trial. It runs
+        # nothing and is closed as PRUNED, marked so that every view ignores it.
+        if key not in jobs:
+            trial.set_user_attr(SKIP_ATTR, "idle")
+            raise optuna.TrialPruned("no job left")
+        if _taken_by_another(trial.study.get_trials(deepcopy=False), key, trial.number):
+            trial.set_user_attr(SKIP_ATTR, "duplicate")
+            raise optuna.TrialPruned(f"job {key} is run by another trial")
+        outcome.key = key
+        ctx = JobContext(key, dict(jobs[key]), trial)
+        trial.set_user_attr(PARTIAL_ATTR, {})  # a retried trial copies the dead attempt's attrs
+        try:
+            result = work(ctx)
+        except optuna.TrialPruned:
+            outcome.result = {**ctx.partial, "pruned": True}
+            raise
+        except BaseException as err:
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("error", _first_line(err))
+            raise
+        result = json.loads(json.dumps(result))
+        trial.set_user_attr(RESULT_ATTR, result)
+        outcome.result = result
+        value = result.get("value")
+        return float(value) if value is not None else 0.0
+
+    return objective
+
+
+@contextlib.contextmanager
+def _optuna_silent() -> Iterator[None]:
+    """Keep Optuna from logging a failed job's traceback: the error reaches the caller anyway."""
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with _quiet_optuna():
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def run_jobs(storage: str | RDBStorage, study_name: str, jobs: dict[str, dict],
+             work: Callable[[JobContext], dict], *, identity: dict, max_jobs: int | None = None,
+             pruner=None, on_done: Callable[[str, dict], None] | None = None,
+             wait: bool = True, poll_s: float | None = None) -> dict[str, dict]:
+    """Run the jobs of study `study_name` (with any other workers); return every finished result.
+
+    `jobs` maps each key to JSON-able params; `work(ctx)` trains one and
+    returns a JSON-able dict (its "value", if any, is the trial's value).
+    `identity` is stored on the study: a stored study with another identity
+    (or other jobs) is refused. `storage` is a URL or path, or an RDBStorage
+    from :func:`open_storage` with other heartbeat settings (every worker of
+    a study should use the same ones: the worker that checks decides).
+
+    This worker stops after `max_jobs` jobs, or when no job is queued and
+    (with `wait`) none runs in another worker: it waits for those to finish,
+    or to die and be retried here. `on_done(key, result)` runs after each job
+    this worker finished (pruned ones included).
+    """
+    import optuna
+
+    store = _store(storage)
+    with _quiet_optuna():
+        study = _load(store, study_name, pruner or optuna.pruners.NopPruner())
+    _check_identity(study, study_name, identity, jobs)
+    _enqueue_missing(study, jobs)
+    interval = store.get_heartbeat_interval() or HEARTBEAT_S
+    poll = poll_s if poll_s is not None else min(float(interval), 5.0)
+    outcome = _Outcome()
+    objective = _objective(jobs, work, outcome)
+    done = 0
+    while max_jobs is None or done < max_jobs:
+        states = _states(study.get_trials(deepcopy=False), jobs)
+        if "waiting" in states.values():
+            with _optuna_silent():
+                study.optimize(objective, n_trials=1)  # fails stale trials, pops, heartbeats
+            if outcome.key is not None and outcome.result is not None:
+                done += 1
+                if on_done is not None:
+                    on_done(outcome.key, outcome.result)
+        elif wait and "running" in states.values():
+            # Optuna fails stale trials only when a worker starts one: an idle worker does it
+            # here. (A worker killed between popping a trial and its first heartbeat, a window
+            # of microseconds, leaves a trial Optuna never calls stale.)
+            time.sleep(poll)
+            with _quiet_optuna():
+                optuna.storages.fail_stale_trials(study)
+        else:
+            break
+    return _results(study.get_trials(deepcopy=False))
+
+
+def _store(storage: str | RDBStorage, must_exist: bool = False) -> RDBStorage:
+    """`storage` opened with :func:`open_storage`, or an RDBStorage it made (own intervals)."""
+    return open_storage(storage, must_exist) if isinstance(storage, str) else storage
+
+
+def finished_jobs(storage: str | RDBStorage, study_name: str) -> dict[str, dict]:
+    """key -> result of every finished job of a stored study (read-only; for reports)."""
+    study = _load(_store(storage, must_exist=True), study_name, create=False)
+    return _results(study.get_trials(deepcopy=False))
+
+
+def job_states(storage: str | RDBStorage, study_name: str) -> dict[str, str]:
+    """key -> waiting | running | done | failed for every job of a stored study."""
+    study = _load(_store(storage, must_exist=True), study_name, create=False)
+    return _states(study.get_trials(deepcopy=False), study.user_attrs.get(JOBS_ATTR) or {})
+
+
+def study_identities(storage: str | RDBStorage) -> dict[str, dict]:
+    """Name -> identity of every study in `storage` that :func:`run_jobs` made."""
+    import optuna
+
+    store = _store(storage, must_exist=True)
+    return {s.study_name: s.user_attrs[IDENTITY_ATTR]
+            for s in optuna.study.get_all_study_summaries(store, include_best_trial=False)
+            if IDENTITY_ATTR in s.user_attrs}
