@@ -13,7 +13,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     report = run_study(args.preset, args.output, seeds=args.seeds, progress=not args.no_progress,
                        root=args.data, download=args.download, workers=args.workers,
-                       reference=args.reference)
+                       reference=args.reference, storage=args.storage,
+                       study_name=args.study_name)
+    if report is None:
+        return 0
     print(f"done in {(time.perf_counter() - t0) / 60:.1f} min; the report is {report.resolve()}")
     return 0
 
@@ -38,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--download", action="store_true", help="allow downloading (cifar10)")
     p.add_argument("--workers", type=int, default=None,
                    help="parallel training processes, one thread each (default: one per core)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage the workers share: sqlite:///FILE (default: "
+                   "OUTPUT/study.db) or postgresql://USER@HOST:PORT/DB for several machines")
+    p.add_argument("--study-name", default=None,
+                   help="name of the study in the storage (default: effnet-study-PRESET)")
     p.add_argument("--reference", default=None,
                    help="results.json to rank against (default: the committed standard run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

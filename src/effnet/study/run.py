@@ -1,9 +1,13 @@
 """Running the study: plan every model, train each for every budget and seed, write the report.
 
-One job is (budget, model, seed). Jobs run in worker processes with one
-thread each (many small models train faster side by side than one after the
-other on several threads), longest first. Results are saved after every job
-(``state.json``), so a rerun with the same preset only trains what is missing.
+One job is (budget, model, seed). Jobs go through the same Optuna storage as
+the grid search (:func:`effnet.search.queue.run_jobs`): by default an SQLite
+file in the output folder, so a rerun resumes; with ``--storage
+postgresql://...`` any number of workers on any number of machines split one
+study, each job is trained once, and the job of a worker that died is
+retried by another. On one machine the study starts one worker process per
+core, each training one model at a time on one thread (many small models
+train faster side by side than one after another on several threads).
 """
 
 from __future__ import annotations
@@ -16,18 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EffnetError
-from ..search.trainer import ProxyData, Recipe, train_proxy
-from ..train.checkpoint import atomic_write, atomic_write_text
+from ..search.queue import job_states, run_jobs, storage_url
+from ..search.trainer import ProxyData, Recipe, load_trainer
+from ..train.checkpoint import atomic_write
 from .plan import Run, plan
 from .presets import PRESETS, Preset
 
 _WORKER: dict[str, Any] = {}
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(max(1, threads))
 
 
 def job_key(budget: str, run_key: str, seed: int) -> str:
@@ -44,20 +43,6 @@ def _data(dataset: str, root: str | None, recipe: Recipe, download: bool) -> Pro
     return _WORKER["data"]
 
 
-def _trainer(ref: str | None):
-    """The proxy trainer, or a user's one named 'package.module:function' (same signature)."""
-    if not ref:
-        return train_proxy
-    import importlib
-
-    mod, _, attr = ref.partition(":")
-    try:
-        return getattr(importlib.import_module(mod), attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise EffnetError(f"cannot load trainer {ref!r} ({err}): write it as "
-                          "package.module:function, importable from here") from None
-
-
 def train_job(run: dict, seed: int, recipe: dict, preset: dict, root: str | None,
               download: bool, weights_path: str | None, trainer: str | None = None) -> dict:
     """Train one study model for one seed with one budget's recipe; return its result."""
@@ -69,7 +54,7 @@ def train_job(run: dict, seed: int, recipe: dict, preset: dict, root: str | None
     torch.manual_seed(seed)
     model = scaled.build(num_classes=data.num_classes, in_chans=data.in_chans,
                          drop_rate=preset["drop_rate"], drop_path_rate=preset["drop_path_rate"])
-    out = _trainer(trainer)(model, scaled.resolution, data, rec, seed)
+    out = load_trainer(trainer)(model, scaled.resolution, data, rec, seed)
     if weights_path:
         from safetensors.torch import save_file
 
@@ -100,20 +85,6 @@ def resolve_preset(preset: str | Preset, seeds: int | None = None) -> Preset:
     return preset
 
 
-def _load_state(path: Path, identity: dict) -> dict:
-    state: dict[str, Any] = {"preset": identity, "results": {}, "wall_s": 0.0}
-    if not path.exists():
-        return state
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise EffnetError(f"{path} is damaged: delete it to start the study over") from None
-    if old.get("preset") != identity:
-        raise EffnetError(f"{path.parent} holds a study with other settings: pass a new "
-                          f"--output, or delete {path} to start over")
-    return old
-
-
 def _workers(requested: int | None) -> int:
     if requested:
         return max(1, requested)
@@ -123,93 +94,114 @@ def _workers(requested: int | None) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def study_jobs(preset: Preset, runs: list[Run]) -> dict[str, dict]:
+    """Every (budget, model, seed) job of the study, longest first, as JSON-able params."""
+    show = {r.key for r in cam_runs(runs, preset)}
+    last = preset.budgets[-1].name
+    jobs = []
+    for b in preset.budgets:
+        for r in (r for r in runs if b.covers(r.group)):
+            for s in range(preset.seeds):
+                keep = b.name == last and s == 0 and r.key in show
+                jobs.append((job_key(b.name, r.key, s), {
+                    "run": r.as_dict(), "seed": s, "recipe": b.recipe.as_dict(),
+                    "weights": f"models/{r.key}.safetensors" if keep else None},
+                    r.cost.macs * b.recipe.epochs * (b.recipe.train_size or 60_000)
+                    * max(1.0, r.scaled.depth_mult)))
+    # Longest first, so parallel workers finish together.
+    jobs.sort(key=lambda j: -j[2])
+    return {key: params for key, params, _ in jobs}
+
+
+def _work_fn(preset: dict, output: str, root: str | None, download: bool,
+             trainer: str | None):
+    def work(ctx) -> dict:
+        p = ctx.params
+        weights = str(Path(output) / p["weights"]) if p["weights"] else None
+        res = train_job(p["run"], p["seed"], p["recipe"], preset, root, download, weights,
+                        trainer)
+        return {**res, "value": res["val_top1"]}
+
+    return work
+
+
+def study_worker(storage: str, study_name: str, jobs: dict[str, dict], preset: dict,
+                 output: str, root: str | None, download: bool, trainer: str | None,
+                 threads: int = 1, progress: bool = False) -> int:
+    """One worker: train jobs of the study from the shared storage until none is left."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    done = []
+
+    def on_done(key: str, res: dict) -> None:
+        done.append(key)
+        if progress:
+            print(f"  {key}: {100 * res['val_top1']:.2f}% in {res['seconds']:.0f} s",
+                  flush=True)
+
+    run_jobs(storage, study_name, jobs, _work_fn(preset, output, root, download, trainer),
+             identity=preset, on_done=on_done)
+    return len(done)
+
+
 def run_study(preset: str | Preset, output: str | Path, seeds: int | None = None,
               progress: bool = True, root: str | None = None, download: bool = False,
               workers: int | None = None, reference: str | Path | None = None,
-              trainer: str | None = None) -> Path:
-    """Run (or resume) the study into `output`; return the path of report.md.
+              trainer: str | None = None, storage: str | None = None,
+              study_name: str | None = None) -> Path | None:
+    """Run (or resume, or join) the study into `output`; return report.md's path.
 
+    `storage` is an Optuna RDB URL (default: ``OUTPUT/study.db``); workers of
+    other processes or machines that run the same preset on the same storage
+    share the jobs. Returns None when jobs are still running elsewhere (the
+    report is written by whoever finishes last, or by a rerun).
     `reference` is a results.json of another run (by default the committed
     `standard` reference) whose ranking of the B0 models this run is compared
     with (Kendall's tau). `trainer` names a replacement for the proxy trainer
     ('package.module:function', the signature of
     :func:`~effnet.search.trainer.train_proxy`); tests use a fast fake one.
     """
-    from tqdm.auto import tqdm
-
     from .report import write_report
 
     t_start = time.perf_counter()
     preset = resolve_preset(preset, seeds)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "models").mkdir(exist_ok=True)
+    load_trainer(trainer)  # a bad --trainer fails here, before any work
     data = ProxyData(preset.dataset, root, preset.budgets[0].recipe, download=download)
-    num_classes, in_chans = data.num_classes, data.in_chans
-    state_path = out / "state.json"
-    state = _load_state(state_path, preset.identity())
-    if state.get("plan"):
-        runs = [Run.from_dict(d) for d in state["plan"]]
-    else:
-        bar = tqdm(desc="matching MAC budgets", unit="model", disable=not progress,
-                   dynamic_ncols=True)
-        runs = plan(preset, num_classes, in_chans,
-                    progress=lambda s: (bar.set_postfix_str(s, refresh=False), bar.update(1)))
-        bar.close()
-        state["plan"] = [r.as_dict() for r in runs]
-        atomic_write_text(state_path, json.dumps(state, indent=1))
-    show = {r.key for r in cam_runs(runs, preset)}
-    last = preset.budgets[-1].name
-    models_dir = out / "models"
-    models_dir.mkdir(exist_ok=True)
-    jobs = []
-    for b in preset.budgets:
-        for r in (r for r in runs if b.covers(r.group)):
-            for s in range(preset.seeds):
-                key = job_key(b.name, r.key, s)
-                keep = (models_dir / f"{r.key}.safetensors") if (
-                    b.name == last and s == 0 and r.key in show) else None
-                if key not in state["results"] or (keep is not None and not keep.exists()):
-                    jobs.append((key, b, r, s, keep))
-    # Longest first (by MACs x epochs x images), so parallel workers finish together.
-    jobs.sort(key=lambda j: -j[2].cost.macs * j[1].recipe.epochs
-              * (j[1].recipe.train_size or 60_000) * max(1.0, j[2].scaled.depth_mult))
-    n_workers = min(_workers(workers), max(1, len(jobs)))
-    total = preset.seeds * sum(b.covers(r.group) for b in preset.budgets for r in runs)
-    bar = tqdm(total=total, desc="training", unit="run", initial=total - len(jobs),
-               disable=not progress, dynamic_ncols=True)
+    url = storage_url(storage or str(out / "study.db"))
+    name = study_name or f"effnet-study-{preset.name}"
+    if progress:
+        print(f"study '{preset.name}': planning (measuring MACs), storage {url}, study {name}",
+              flush=True)
+    runs = plan(preset, data.num_classes, data.in_chans)
+    jobs = study_jobs(preset, runs)
     ident = preset.identity()
-
-    def record(key: str, res: dict) -> None:
-        state["results"][key] = res
-        atomic_write_text(state_path, json.dumps(state, indent=1))
-        bar.set_postfix_str(f"{key}: {100 * res['val_top1']:.1f}%", refresh=False)
-        bar.update(1)
-
-    def args(b, r: Run, s: int, keep: Path | None) -> tuple:
-        return (r.as_dict(), s, b.recipe.as_dict(), ident, root, download,
-                str(keep) if keep else None, trainer)
-
+    n_workers = _workers(workers)
+    args = (url, name, jobs, ident, str(out), root, download, trainer)
+    if progress:
+        print(f"{len(jobs)} training jobs ({len(runs)} models), {n_workers} worker(s)",
+              flush=True)
     if n_workers == 1:
-        _init_worker(1)
-        for key, b, r, s, keep in jobs:
-            record(key, train_job(*args(b, r, s, keep)))
-    elif jobs:
+        study_worker(*args, progress=progress)
+    else:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(1,)) as pool:
-            futures = {pool.submit(train_job, *args(b, r, s, keep)): key
-                       for key, b, r, s, keep in jobs}
-            try:
-                for fut in as_completed(futures):
-                    record(futures[fut], fut.result())
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-    bar.close()
-    state["wall_s"] = state.get("wall_s", 0.0) + (time.perf_counter() - t_start)
-    if jobs:
-        state["workers"] = n_workers
-    atomic_write_text(state_path, json.dumps(state, indent=1))
+        with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(study_worker, *args, 1, progress) for _ in range(n_workers)]
+            for fut in futures:
+                fut.result()
+    states = job_states(url, name)
+    waiting = [k for k, v in states.items() if v != "done"]
+    if waiting:
+        print(f"{len(waiting)} job(s) are not done ({waiting[0]}, ...): they run in other "
+              "workers, or failed; rerun this command to finish and write the report")
+        return None
+    from ..search.queue import finished_jobs
+
+    state = {"results": finished_jobs(url, name), "workers": n_workers,
+             "wall_s": time.perf_counter() - t_start}
     return write_report(out, preset, runs, state, data, reference=reference)
