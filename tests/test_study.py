@@ -232,3 +232,34 @@ def test_study_trains_for_real_in_two_processes(tmp_path):
     for m in res["models"]:
         assert m["seeds"] == 3 and len(m["curve_mean"]) == 2
         assert all(0.0 <= v <= 1.0 for v in m["val_top1_seeds"])
+
+
+@pytest.mark.slow
+def test_two_workers_on_postgresql_split_the_study_and_train_each_job_once(tmp_path,
+                                                                           monkeypatch,
+                                                                           tiny_plan):
+    import multiprocessing as mp
+
+    from effnet.study.run import study_jobs, study_worker
+    from tests.postgres import postgres_url
+
+    log = tmp_path / "calls"
+    monkeypatch.setenv("EFFNET_FAKE_LOG", str(log))
+    one = replace(TINY, bases=TINY.bases[:1], budgets=TINY.budgets[:1])
+    jobs = study_jobs(one, [r for r in tiny_plan if r.group == "b0"])
+    with postgres_url() as url:
+        args = (url, "tiny-split", jobs, one.identity(), str(tmp_path), None, False,
+                "tests.test_study:fake_trainer")
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=study_worker, args=args) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=300)
+            assert p.exitcode == 0
+        from effnet.search.queue import finished_jobs
+
+        results = finished_jobs(url, "tiny-split")
+    calls = log.read_text().splitlines()
+    assert len(calls) == len(jobs) == len(results) == 5 * 3  # every job, once
+    assert set(results) == set(jobs)
