@@ -265,8 +265,10 @@ def train_proxy(model: nn.Module, resolution: int, data: ProxyData, recipe: Reci
     points, the wall time and the throughput (evaluation included).
     `on_epoch(k, val_top1)` runs after evaluation point k (1-based).
     """
-    xtr, ytr, xva, yva = data.splits(resolution)
+    device = next(model.parameters()).device  # the caller picks it (a GPU for --preset full)
+    xtr, ytr, xva, yva = (t.to(device) for t in data.splits(resolution))
     g = torch.Generator().manual_seed(seed)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     zero_init_residuals(model)
     zero_init_classifier(model)
     model = model.to(memory_format=torch.channels_last)
@@ -289,13 +291,14 @@ def train_proxy(model: nn.Module, resolution: int, data: ProxyData, recipe: Reci
         perm = torch.randperm(n, generator=g)
         for i in range(steps_per_epoch):
             model.train()
-            idx = perm[i * bs: (i + 1) * bs]
+            idx = perm[i * bs: (i + 1) * bs].to(device)
             xb, yb = xtr[idx], ytr[idx]
             if recipe.flip:
-                flip = torch.rand(bs, generator=g) < 0.5
+                flip = (torch.rand(bs, generator=g) < 0.5).to(device)
                 xb[flip] = xb[flip].flip(-1)
             xb = xb.contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(model(xb), yb, label_smoothing=recipe.label_smoothing)
+            with autocast:
+                loss = F.cross_entropy(model(xb), yb, label_smoothing=recipe.label_smoothing)
             if not torch.isfinite(loss):
                 raise EffnetError(f"training diverged (loss {float(loss)}) at step {step + 1}: "
                                   "lower the recipe's lr")
@@ -305,7 +308,8 @@ def train_proxy(model: nn.Module, resolution: int, data: ProxyData, recipe: Reci
             sched.step()
             step += 1
             if step in eval_at:
-                curve.append(accuracy(model, xva, yva))
+                with autocast:
+                    curve.append(accuracy(model, xva, yva))
                 if on_epoch is not None:
                     on_epoch(len(curve), curve[-1])
     seconds = time.perf_counter() - t0

@@ -54,11 +54,13 @@ def train_job(run: dict, seed: int, recipe: dict, preset: dict, root: str | None
     torch.manual_seed(seed)
     model = scaled.build(num_classes=data.num_classes, in_chans=data.in_chans,
                          drop_rate=preset["drop_rate"], drop_path_rate=preset["drop_path_rate"])
+    if torch.cuda.is_available():  # --preset full on a GPU machine: bf16 autocast in the trainer
+        model = model.cuda()
     out = load_trainer(trainer)(model, scaled.resolution, data, rec, seed)
     if weights_path:
         from safetensors.torch import save_file
 
-        sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         atomic_write(weights_path, lambda tmp: save_file(sd, tmp))
     return {"val_top1": float(out["val_top1"]), "seconds": float(out["seconds"]),
             "images_per_s": float(out["images_per_s"]),
