@@ -175,3 +175,10 @@ def plan(preset: Preset, num_classes: int = 10, in_chans: int = 1,
                 if strategy == "compound":
                     anchor = float(cost(s).macs)
     return runs
+
+
+def cam_runs(runs: list[Run], preset: Preset) -> list[Run]:
+    """The models shown in Fig. 7: the B0 base and its four scalings at the largest budget."""
+    b0 = preset.bases[0].name
+    top = max(preset.targets)
+    return [r for r in runs if r.group == b0 and (r.strategy == "baseline" or r.target == top)]

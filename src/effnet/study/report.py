@@ -20,8 +20,9 @@ from typing import Any
 from ..train.checkpoint import atomic_write_text
 from . import plots
 from .cam import class_activation_maps
-from .plan import Run, compound_distance
+from .plan import Run, cam_runs, compound_distance
 from .presets import PAPER_TABLE3, PAPER_TABLE7, Preset
+from .prose import report_markdown
 from .stats import STILL_LEARNING, compare, kendall_tau, last_quarter_gain, mean_curve
 
 SINGLE = ("depth", "width", "resolution")
@@ -137,8 +138,6 @@ def results_payload(preset: Preset, runs: list[Run], state: dict, native: int,
 def write_report(out: Path, preset: Preset, runs: list[Run], state: dict, data,
                  reference: str | Path | None = None) -> Path:
     """Write results.json, the PNG plots and report.md into `out`; return report.md's path."""
-    from .run import cam_runs
-
     ref = load_reference(reference)
     if ref is not None and ref.get("preset", {}).get("name") == preset.name:
         ref = None  # the reference itself, or a rerun of its preset: nothing to rank against
@@ -170,8 +169,6 @@ def write_report(out: Path, preset: Preset, runs: list[Run], state: dict, data,
                                       "predictions": cams["preds"]}
     payload["plots"] = figs
     atomic_write_text(out / "results.json", json.dumps(payload, indent=1) + "\n")
-    from .prose import report_markdown
-
     path = out / "report.md"
     atomic_write_text(path, report_markdown(payload, preset, ref))
     return path

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EffnetError
-from ..search.queue import job_states, run_jobs, storage_url
+from ..search.queue import finished_jobs, job_states, run_jobs, storage_url
 from ..search.trainer import ProxyData, Recipe, load_trainer
 from ..train.checkpoint import atomic_write
-from .plan import Run, plan
+from .plan import Run, cam_runs, plan
 from .presets import PRESETS, Preset
+from .report import write_report
 
 _WORKER: dict[str, Any] = {}
 
@@ -65,13 +66,6 @@ def train_job(run: dict, seed: int, recipe: dict, preset: dict, root: str | None
     return {"val_top1": float(out["val_top1"]), "seconds": float(out["seconds"]),
             "images_per_s": float(out["images_per_s"]),
             "curve": [float(v) for v in out["curve"]]}
-
-
-def cam_runs(runs: list[Run], preset: Preset) -> list[Run]:
-    """The models shown in Fig. 7: the B0 base and its four scalings at the largest budget."""
-    b0 = preset.bases[0].name
-    top = max(preset.targets)
-    return [r for r in runs if r.group == b0 and (r.strategy == "baseline" or r.target == top)]
 
 
 def resolve_preset(preset: str | Preset, seeds: int | None = None) -> Preset:
@@ -164,8 +158,6 @@ def run_study(preset: str | Preset, output: str | Path, seeds: int | None = None
     ('package.module:function', the signature of
     :func:`~effnet.search.trainer.train_proxy`); tests use a fast fake one.
     """
-    from .report import write_report
-
     t_start = time.perf_counter()
     preset = resolve_preset(preset, seeds)
     out = Path(output)
@@ -202,8 +194,6 @@ def run_study(preset: str | Preset, output: str | Path, seeds: int | None = None
         print(f"{len(waiting)} job(s) are not done ({waiting[0]}, ...): they run in other "
               "workers, or failed; rerun this command to finish and write the report")
         return None
-    from ..search.queue import finished_jobs
-
     state = {"results": finished_jobs(url, name), "workers": n_workers,
              "wall_s": time.perf_counter() - t_start}
     return write_report(out, preset, runs, state, data, reference=reference)
