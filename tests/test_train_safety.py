@@ -262,24 +262,35 @@ def test_sigkill_at_20_random_moments_then_resume_is_bit_identical(tmp_path):
     evaluation and checkpoint writes alike), resume each time; the end must match an
     uninterrupted run bit for bit, with no temporary file or lock left behind."""
     ctx = multiprocessing.get_context("fork")  # no interpreter start-up: kills land in training
-    epochs = 6
+    epochs = 15  # 60 steps
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     t0 = time.perf_counter()
     p = ctx.Process(target=_train_child, args=(str(whole), epochs))
     p.start()
     p.join()
-    span = time.perf_counter() - t0
     assert p.exitcode == 0
+    step_s = (time.perf_counter() - t0) / (epochs * 4)  # an over-estimate (start-up included)
     rng = random.Random(13)
-    killed = 0
+    ckpt = broken / "last.pt"
+
+    def mtime() -> int:
+        return ckpt.stat().st_mtime_ns if ckpt.exists() else 0
+
+    killed, steps = 0, []
     for _ in range(20):
+        before = mtime()
         p = ctx.Process(target=_train_child, args=(str(broken), epochs))
         p.start()
-        time.sleep(rng.uniform(0.0, span / 30))
+        deadline = time.time() + 60
+        while mtime() == before and p.is_alive() and time.time() < deadline:
+            time.sleep(0.001)  # this process is training: it wrote a checkpoint
+        time.sleep(rng.uniform(0.0, 2 * step_s))  # a random moment of step, eval or write
         os.kill(p.pid, signal.SIGKILL)
         p.join()
         killed += p.exitcode == -signal.SIGKILL
+        steps.append(load_checkpoint(ckpt)["step"])
     assert killed == 20, "the run finished before all 20 kills"
+    assert steps == sorted(steps) and len(set(steps)) >= 10, steps  # kills all through the run
     assert not (broken / "summary.json").exists()
     p = ctx.Process(target=_train_child, args=(str(broken), epochs))
     p.start()

@@ -35,6 +35,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         name, weights = None, name
     else:
         weights = args.weights
+    _check_output(args.output, weights, args.force)
     model = create_model(name, pretrained=weights).eval()
     if weights is None:
         print("effnet: note: no --weights given; exporting randomly initialised weights",
@@ -56,6 +57,27 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise EffnetError(f"the ONNX file disagrees with PyTorch by {diff:.2e}: report this "
                               "as a bug, with the model name")
     return 0
+
+
+def _check_output(output: str, weights: object, force: bool) -> None:
+    """Never write over the weights being read; replace another existing file only if forced."""
+    from pathlib import Path
+
+    from .export import _weights_file
+
+    out = Path(output)
+    source = _weights_file(weights)
+    if source is not None:
+        sources = {source.resolve(), source.parent.resolve() / "config.json"} if \
+            source.name == "model.safetensors" else {source.resolve()}
+        if out.resolve() in sources:
+            raise EffnetError(f"--output {out} is the model being exported: give another "
+                              "file name")
+    if out.is_dir():
+        raise EffnetError(f"--output {out} is a folder: give a file name, e.g. {out}/model.onnx")
+    if out.exists() and not force:
+        raise EffnetError(f"--output {out} exists: add --force to replace it, or give another "
+                          "file name")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -137,6 +159,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=None,
                    help="input size the file takes (default: the model's resolution)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--force", action="store_true", help="replace --output if it exists")
     _add_no_optimize(p)
     p.add_argument("--no-check", action="store_true",
                    help="skip running the ONNX file in onnxruntime against PyTorch")
