@@ -13,10 +13,25 @@ from .weights import LAYOUTS
 def cmd_convert(args: argparse.Namespace) -> int:
     """Load any supported checkpoint into a named model and save it in effnet's format."""
     from .model_factory import create_model
-    from .weights import load_weights
+    from .predict import check_finite, run_weights, train_metadata
+    from .weights import is_pretrained_dir, load_weights, read_config
 
-    model = create_model(args.model, num_classes=args.num_classes)
-    result = load_weights(model, args.source, layout=args.layout)
+    source = run_weights(args.source)  # a training run folder: its best weights
+    kwargs: dict = {"num_classes": args.num_classes}
+    found = train_metadata(source)  # a run's .safetensors keeps its classes and preprocessing
+    if found is not None:
+        stored, cfg = found
+        kwargs.update(num_classes=args.num_classes or stored["num_classes"],
+                      in_chans=stored["in_chans"])
+    elif is_pretrained_dir(source) and args.num_classes is None:
+        config = read_config(source)
+        kwargs.update(num_classes=int(config.get("num_classes", 1000)),
+                      in_chans=int(config.get("in_chans", 3)))
+    model = create_model(args.model, **kwargs)
+    result = load_weights(model, source, layout=args.layout)
+    if found is not None:
+        model.pretrained_cfg.update(found[1], num_classes=model.num_classes)
+    check_finite(model, source)
     out = model.save_pretrained(args.output)
     print(f"read   {result}")
     print(f"wrote  {out}/model.safetensors and {out}/config.json "
@@ -26,17 +41,21 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a model with its weights to ONNX (dynamic batch) or TorchScript."""
-    from .export import export, max_onnx_difference
+    from .export import check_opset, export, max_onnx_difference
     from .model_factory import create_model
+    from .predict import model_from_weights, run_weights, train_metadata
     from .weights import is_pretrained_dir
 
     name = args.name
-    if args.weights is None and is_pretrained_dir(name):
-        name, weights = None, name
+    if args.weights is None and (is_pretrained_dir(run_weights(name))
+                                 or train_metadata(name) is not None):
+        name, weights = None, run_weights(name)
     else:
-        weights = args.weights
+        weights = run_weights(args.weights)
     _check_output(args.output, weights, args.force)
-    model = create_model(name, pretrained=weights).eval()
+    check_opset(args.opset)
+    model = (model_from_weights(name, weights) if weights is not None
+             else create_model(name)).eval()
     if weights is None:
         print("effnet: note: no --weights given; exporting randomly initialised weights",
               file=sys.stderr)
@@ -112,7 +131,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     prepared = prepare_model(args.model, args.weights, runtime=args.runtime,
                              image_size=args.image_size, optimize=not args.no_optimize)
     result = evaluate(prepared, args.data, batch_size=args.batch_size, workers=args.workers,
-                      limit=args.limit, progress=not args.no_progress)
+                      limit=args.limit, progress=not args.no_progress,
+                      class_order=args.class_order)
     print(f"model {prepared.model_name} at {prepared.image_size}px ({prepared.runtime})")
     print(result.summary())
     return 0
@@ -179,5 +199,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="data loading processes")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--class-order", choices=("names", "sorted"), default="names",
+                   help="names (default): map class folders by the model's class names "
+                        "(ImageNet synsets, class indices, or sorted order when the model has "
+                        "none); sorted: sorted folder names are classes 0..N-1")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)

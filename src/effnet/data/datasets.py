@@ -194,17 +194,12 @@ def _check_class_dirs(root: Path) -> list[str]:
 
 
 def load_image(path: str) -> object:
-    """Open an image as PIL RGB/L; an undecodable file raises EffnetError naming it."""
-    from PIL import Image, UnidentifiedImageError
+    """Open an image as PIL RGB/L (upright, 8-bit: effnet.data.images.open_image); an
+    undecodable file raises EffnetError naming it."""
+    from .images import open_image
 
-    try:
-        with open(path, "rb") as f:
-            img = Image.open(f)
-            img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise EffnetError(f"cannot decode image {path} ({type(err).__name__}): "
-                          "remove or replace the file") from None
-    return img.convert("L") if img.mode in ("L", "I;16", "I", "1") else img.convert("RGB")
+    img = open_image(path)
+    return img.convert("L") if img.mode in ("L", "1") else img.convert("RGB")
 
 
 def image_folder(root: str | Path):
