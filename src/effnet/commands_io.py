@@ -103,6 +103,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Top-k classes of each image; undecodable images are reported and skipped."""
     from .predict import Failure, image_paths, predict, prepare_model
 
+    if args.batch_size < 1 or args.topk < 1:
+        raise EffnetError(f"--batch-size ({args.batch_size}) and --topk ({args.topk}) must be "
+                          ">= 1")
     prepared = prepare_model(args.model, args.weights, runtime=args.runtime,
                              image_size=args.image_size, optimize=not args.no_optimize)
     paths = image_paths(args.images)
@@ -128,6 +131,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .predict import prepare_model
 
+    if args.limit is not None and args.limit < 1:
+        raise EffnetError(f"--limit {args.limit} must be >= 1 (the number of images to evaluate)")
+    if args.batch_size < 1 or args.workers < 0:
+        raise EffnetError(f"--batch-size ({args.batch_size}) must be >= 1 and --workers "
+                          f"({args.workers}) >= 0")
     prepared = prepare_model(args.model, args.weights, runtime=args.runtime,
                              image_size=args.image_size, optimize=not args.no_optimize)
     result = evaluate(prepared, args.data, batch_size=args.batch_size, workers=args.workers,
@@ -149,7 +157,8 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
                    help="'onnxruntime' exports to ONNX once (cached next to the weights)")
     p.add_argument("--image-size", type=int, default=None,
                    help="crop size (default: the model's pretrained_cfg)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="images per forward pass (default 16 for predict, 32 for eval)")
     _add_no_optimize(p)
 
 
@@ -188,7 +197,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top-k ImageNet classes of images")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...) or folders")
     _add_inference_args(p)
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=int, default=5,
+                   help="classes to print per image, most likely first (default 5)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("eval", help="top-1 / top-5 accuracy on an ImageFolder tree")

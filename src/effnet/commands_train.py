@@ -114,13 +114,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         name = canonical_name(args.model)
     except (KeyError, ValueError):
         raise EffnetError(f"unknown model {args.model!r}: use one of {', '.join(MODELS)}") from None
+    _check_numbers(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = None if args.recipe == AUTO else get_recipe(args.recipe)
     small = args.dataset in SMALL_DATASETS
-    image_size = args.image_size or (32 if small else MODELS[name].resolution)
-    in_chans = args.in_chans or (SMALL_DATASETS.get(args.dataset, 3) if not args.pretrained
-                                 else 3)
+    image_size = args.image_size if args.image_size is not None else (
+        32 if small else MODELS[name].resolution)
+    in_chans = args.in_chans if args.in_chans is not None else (
+        SMALL_DATASETS.get(args.dataset, 3) if not args.pretrained else 3)
     augment = args.augment or (recipe.augment if recipe else "light")
     output = args.output or os.path.join("runs", f"{name}-{args.dataset}")
 
@@ -203,6 +205,21 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"test top-1 {pct(result.test_top1)} (at best epoch {pct(best_test)}); "
               f"{output}/summary.json, {output}/best.safetensors")
     return 0
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Out-of-range numbers are errors naming the allowed range, not silently replaced."""
+    checks = [("--image-size", args.image_size, 32, "at least 32 px (the network downsamples "
+               "32x)"), ("--epochs", args.epochs, 0, ">= 0 (0 with --max-steps)"),
+              ("--max-steps", args.max_steps, 1, ">= 1"),
+              ("--batch-size", args.batch_size, 1, ">= 1"),
+              ("--eval-every", args.eval_every, 1, ">= 1 (evaluate every N epochs)"),
+              ("--checkpoint-every", args.checkpoint_every, 0, ">= 0 (0: per epoch only)"),
+              ("--workers", args.workers, 0, ">= 0"), ("--threads", args.threads, 1, ">= 1"),
+              ("--lr", args.lr, 0, ">= 0"), ("--in-chans", args.in_chans, 1, "1 or 3")]
+    for flag, value, low, allowed in checks:
+        if value is not None and not value >= low:  # also refuses NaN
+            raise EffnetError(f"{flag} {value} is out of range: use {allowed}")
 
 
 def _auto_recipe(args: argparse.Namespace, n_train: int, output: str):

@@ -14,6 +14,7 @@ that cannot be decoded are skipped, counted and reported, not scored.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -171,7 +172,8 @@ def evaluate(prepared: PreparedModel, data_dir: str | os.PathLike, batch_size: i
     correct1 = correct5 = seen = 0
     failed: list[str] = []
     start = time.perf_counter()
-    bar = tqdm(total=len(dataset), unit="img", disable=not progress, desc="eval")
+    bar = tqdm(total=len(dataset), unit="img", desc="eval",  # no bar redraws into log files
+               disable=not progress or not sys.stderr.isatty())
     for images, targets, bad in loader:
         ok = torch.tensor([not b for b in bad])
         failed += [b for b in bad if b]

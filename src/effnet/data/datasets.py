@@ -262,6 +262,9 @@ def build_data(name: str, root: str | Path | None = None, *, image_size: int, in
                           None, len(train_base.classes), in_chans, train_base.classes, name,
                           data_cfg)
 
+    if root is not None and not Path(root).is_dir():  # never fall back to another copy
+        raise EffnetError(f"--data {root} does not exist: give the folder holding the {name} "
+                          "files, or drop --data to use the installed or downloaded copy")
     if name == "fashion-mnist":
         splits = load_fashion_mnist(root, download=download)
         classes: Sequence[str] = FASHION_MNIST_CLASSES

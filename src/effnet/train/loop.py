@@ -23,6 +23,7 @@ import itertools
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
@@ -50,6 +51,8 @@ from .optim import create_optimizer
 from .recipes import AUTO, Recipe, choose_recipe, get_recipe
 from .rundir import RunLock, check_new_run, check_resume_settings, remove_stale_temporaries
 from .schedule import LRMultiplier, create_scheduler
+
+PROGRESS_EVERY_S = 60.0  # progress lines when output is not a terminal
 
 
 class TrainingDiverged(EffnetError):
@@ -447,7 +450,10 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
                     generator=torch.Generator().manual_seed(cfg.seed + epoch))
             n_batches = min(steps_per_epoch, total_steps - step + skip)
             bar = None
-            if cfg.progress and info.is_main:
+            # a bar on a terminal; into a log file, a line every PROGRESS_EVERY_S seconds
+            lines = cfg.progress and info.is_main and not sys.stderr.isatty()
+            last_line = time.perf_counter()
+            if cfg.progress and info.is_main and not lines:
                 from tqdm.auto import tqdm
 
                 bar = tqdm(total=n_batches, initial=skip, desc=f"epoch {epoch + 1}/{epochs}",
@@ -506,6 +512,11 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
                                         acc=f"{float(sums[1] / sums[2]):.3f}",
                                         lr=f"{optimizer.param_groups[0]['lr']:.2e}",
                                         img_s=f"{seen / dt:.0f}", refresh=False)
+                elif lines and time.perf_counter() - last_line >= PROGRESS_EVERY_S:
+                    last_line = time.perf_counter()
+                    log(f"epoch {epoch + 1}/{epochs}: step {b + 1}/{n_batches} "
+                        f"loss={float(sums[0] / sums[2]):.4f} acc={float(sums[1] / sums[2]):.3f} "
+                        f"img_s={seen / max(1e-9, last_line - t_epoch):.0f}")
                 if writer is not None and step % 50 == 0:
                     writer.add_scalar("train/loss", step_loss, step)
                     writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
