@@ -69,14 +69,16 @@ def parse_phis(text: str) -> list[float]:
     try:
         if ".." in text and text.count("..") == 1 and not text.replace("..", "").count("."):
             lo, hi = (int(v) for v in text.split(".."))
-            if lo > hi:
-                raise EffnetError(f"empty --phi range {text!r}: give LOW..HIGH with LOW <= HIGH, "
-                                  f"e.g. {hi}..{lo}")
-            return [float(v) for v in range(lo, hi + 1)]
-        return [float(v) for v in text.split(",")]
+            phis = [float(v) for v in range(lo, hi + 1)]
+        else:
+            phis = [float(v) for v in text.split(",")]
     except ValueError:
         raise ValueError(f"bad --phi {text!r}: give a number (2.5), a list (0,1,2) "
                          "or a range (1..7)") from None
+    if not phis:
+        raise EffnetError(f"empty --phi range {text!r}: give LOW..HIGH with LOW <= HIGH, "
+                          f"e.g. {hi}..{lo}")
+    return phis
 
 
 def cmd_scale(args: argparse.Namespace) -> int:

@@ -175,7 +175,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="checkpoint file or folder, or 'packaged'")
     p.add_argument("--model", required=True, help="model name the checkpoint belongs to")
     p.add_argument("--output", required=True, help="folder to write")
-    p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS))
+    p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS),
+                   help="the checkpoint's key layout (default: detected)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="classes of the checkpoint's classifier (default 1000)")
     p.set_defaults(func=cmd_convert)
@@ -183,7 +184,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export to ONNX (dynamic batch) or TorchScript")
     p.add_argument("name", help="model name, or a save_pretrained folder")
     p.add_argument("--weights", default=None, help="checkpoint, folder or 'packaged'")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
+                   help="onnx (default; runs in onnxruntime) or torchscript (traced)")
     p.add_argument("--output", required=True, help="file to write")
     p.add_argument("--image-size", type=int, default=None,
                    help="input size the file takes (default: the model's resolution)")

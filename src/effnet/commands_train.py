@@ -51,22 +51,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "run spends its first few hundred steps shrinking it")
     g = p.add_argument_group("recipe")
     g.add_argument("--recipe", default="auto", help=RECIPE_HELP)
-    g.add_argument("--epochs", type=int, default=10)
+    g.add_argument("--epochs", type=int, default=10, help="passes over the training set "
+                   "(default 10)")
     g.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     g.add_argument("--batch-size", type=int, default=128, help="global batch size")
     g.add_argument("--lr", type=float, default=None,
                    help="learning rate (default: the recipe's per-256 rate x batch/256)")
     g.add_argument("--optimizer", default=None, help="rmsproptf | adamw | sgd")
-    g.add_argument("--weight-decay", type=float, default=None)
-    g.add_argument("--warmup-epochs", type=float, default=None)
+    g.add_argument("--weight-decay", type=float, default=None,
+                   help="default: the recipe's (paper 1e-5, short 0.05)")
+    g.add_argument("--warmup-epochs", type=float, default=None,
+                   help="linear warm-up length (default: the recipe's)")
     g.add_argument("--schedule", default=None, help="step | cosine | constant")
-    g.add_argument("--label-smoothing", type=float, default=None)
+    g.add_argument("--label-smoothing", type=float, default=None,
+                   help="default: the recipe's (0.1)")
     g.add_argument("--ema-decay", type=float, default=None, help="0 turns the EMA off")
-    g.add_argument("--grad-clip", type=float, default=None)
+    g.add_argument("--grad-clip", type=float, default=None,
+                   help="clip the gradient norm to this (default: no clipping)")
     g.add_argument("--bn-momentum", type=float, default=None,
                    help="BatchNorm running-average momentum, PyTorch convention (default 0.01, "
                         "the paper's TF 0.99); 0.1 for runs of a few hundred steps")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0,
+                   help="fixes the init, sample order, augmentation and dropout (default 0)")
     g = p.add_argument_group("run")
     g.add_argument("--output", default=None, help="run folder (default runs/MODEL-DATASET)")
     g.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
@@ -78,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"],
                    help="mixed precision (auto: bf16 on CUDA, off on CPU)")
-    g.add_argument("--no-channels-last", action="store_true")
+    g.add_argument("--no-channels-last", action="store_true",
+                   help="keep NCHW memory layout (channels_last is faster on CPU)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--memory-efficient", action="store_true",
                    help="recompute BN, activations and SE gating in backward instead of storing "
