@@ -25,7 +25,6 @@ from effnet.cli import main
 from effnet.data.datasets import TensorImageDataset, TransformedDataset
 from effnet.errors import EffnetError
 from effnet.train import fit, load_checkpoint
-from effnet.train.recipes import RECIPES, choose_recipe
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from train_tiny import TinyNet, float_tf, make_image_folder, synthetic  # noqa: E402
@@ -188,6 +187,8 @@ def test_outputs_follow_the_umask(tmp_path):  # small things: not 0600
 
 # ---------------------------------------------------------------- 0: defaults
 def test_auto_recipe_rule():
+    from effnet.train.recipes import choose_recipe
+
     short, why = choose_recipe(421, 1.0)  # the newcomer run
     assert short.name == "short" and "too short" in why
     assert choose_recipe(109_375, 350.0)[0].name == "paper"  # ImageNet, batch 4096, 350 epochs
@@ -196,6 +197,8 @@ def test_auto_recipe_rule():
 
 
 def test_short_recipe_warmup_is_a_fraction_of_the_run():
+    from effnet.train.recipes import RECIPES
+
     r = RECIPES["short"]
     assert r.warmup_steps(total_steps=421, steps_per_epoch=421) == 42
     assert r.warmup_steps(total_steps=10 * 421, steps_per_epoch=421) == 421  # one epoch
