@@ -319,3 +319,17 @@ def test_progress_is_lines_not_bars_when_not_a_terminal(tmp_path, monkeypatch):
         log=lines.append)
     assert any("epoch 1/1: step 2/2 loss=" in ln for ln in lines), lines
     assert not any("\r" in ln for ln in lines)
+
+
+# ---------------------------------------------------------------- probes beyond the issue
+@pytest.mark.parametrize("change, pattern", [
+    ({"crop_pct": 0}, r"crop_pct in \(0, 1\]"),
+    ({"std": [0, 0, 0]}, r"std > 0"),
+    ({"input_size": [3, 0, 0]}, r"image size 0 .* is too small"),
+])
+def test_broken_preprocessing_config_is_one_line(cat_dog, tmp_path, capsys, change, pattern):
+    config = json.loads((cat_dog / "config.json").read_text())
+    config["pretrained_cfg"].update(change)
+    (cat_dog / "config.json").write_text(json.dumps(config))
+    assert main(["predict", str(_image(tmp_path / "a.png")), "--weights", str(cat_dog)]) == 2
+    _one_line(capsys, pattern)

@@ -173,6 +173,9 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
     net = model_from_weights(model, weights).eval()
     cfg = dict(net.pretrained_cfg)
     size = int(image_size or cfg["input_size"][-1])
+    if size < MIN_IMAGE_SIZE:
+        raise EffnetError(f"image size {size} (from {weights}) is too small: pass --image-size "
+                          f"{MIN_IMAGE_SIZE} or more")
     names = cfg.get("label_names")
     labels = (list(names) if names and len(names) == net.num_classes else
               imagenet_class_names() if net.num_classes == 1000 else None)
