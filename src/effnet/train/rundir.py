@@ -21,6 +21,7 @@ import socket
 from pathlib import Path
 
 from ..errors import EffnetError
+from .recipes import Recipe
 
 LOCK_NAME = ".lock"
 RUN_FILES = ("last.pt", "metrics.csv", "summary.json", "best.safetensors",
@@ -135,11 +136,9 @@ def check_new_run(folder: str | os.PathLike, force: bool, resume: bool = False) 
             path.unlink()
 
 
-def run_recipe(folder: str | os.PathLike):
+def run_recipe(folder: str | os.PathLike) -> Recipe | None:
     """The Recipe recorded in a run folder's config.json, or None."""
     import json
-
-    from .recipes import Recipe
 
     try:
         saved = json.loads((Path(folder) / "config.json").read_text())
