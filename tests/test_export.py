@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import onnx
@@ -80,15 +81,26 @@ def test_cached_onnx_is_reused_until_weights_change(tmp_path, monkeypatch):
 
     monkeypatch.setattr(export_mod, "export_onnx", no_export)
     assert cached_onnx(model, weights, 64) == first
-    # Newer weights: the cache is stale and is exported again.
+    # Touched, same content: still the same model, the cache stays.
     newer = first.stat().st_mtime + 10
     os.utime(weights / "model.safetensors", (newer, newer))
+    assert cached_onnx(model, weights, 64) == first
+    # Other weights copied in with an OLDER modification time (cp -p, issue 13 item 9): the
+    # cache is keyed on the content, so it is exported again.
+    torch.manual_seed(1)
+    other = effnet.create_model("b0").save_pretrained(tmp_path / "other")
+    older = first.stat().st_mtime - 1000
+    os.utime(other / "model.safetensors", (older, older))
+    shutil.copy2(other / "model.safetensors", weights / "model.safetensors")
+    assert (weights / "model.safetensors").stat().st_mtime < first.stat().st_mtime
+
     def fake_export(model, path, image_size):
         path.write_bytes(b"new")
         return path
 
     monkeypatch.setattr(export_mod, "export_onnx", fake_export)
-    assert cached_onnx(model, weights, 64).read_bytes() == b"new"
+    fresh = cached_onnx(model, weights, 64)
+    assert fresh.read_bytes() == b"new" and fresh != first and not first.exists()
 
 
 def test_export_unknown_model_is_one_line(tmp_path, capsys):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -46,6 +48,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     """Parameters, MACs and activation memory of one model."""
+    if args.num_classes < 1:
+        raise EffnetError(f"--num-classes {args.num_classes} must be >= 1")
+    if args.resolution is not None and args.resolution < MIN_RESOLUTION:
+        raise EffnetError(f"--resolution {args.resolution} is too small: use at least "
+                          f"{MIN_RESOLUTION} px (the network downsamples 32x)")
     model = create_model(args.name, num_classes=args.num_classes)
     res = args.resolution or model.pretrained_cfg["input_size"][-1]
     p = profile(model, res)
@@ -62,11 +69,16 @@ def parse_phis(text: str) -> list[float]:
     try:
         if ".." in text and text.count("..") == 1 and not text.replace("..", "").count("."):
             lo, hi = (int(v) for v in text.split(".."))
-            return [float(v) for v in range(lo, hi + 1)]
-        return [float(v) for v in text.split(",")]
+            phis = [float(v) for v in range(lo, hi + 1)]
+        else:
+            phis = [float(v) for v in text.split(",")]
     except ValueError:
         raise ValueError(f"bad --phi {text!r}: give a number (2.5), a list (0,1,2) "
                          "or a range (1..7)") from None
+    if not phis:
+        raise EffnetError(f"empty --phi range {text!r}: give LOW..HIGH with LOW <= HIGH, "
+                          f"e.g. {hi}..{lo}")
+    return phis
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
@@ -96,9 +108,14 @@ def cmd_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = ("EfficientNet (Tan & Le, 2019) on PyTorch: the models of paper Table 2, compound "
+               "scaling, training, the coefficient search, and inference (predict, eval, export).")
+MIN_RESOLUTION = 32
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="effnet", description=__doc__.splitlines()[0] if __doc__
-                                     else None)
+    """The `effnet` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="effnet", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("models", help="list the named models beside paper Table 2")
@@ -107,8 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="params, MACs and activation memory of a model")
     p.add_argument("name", help=f"one of {', '.join(MODELS)}")
-    p.add_argument("--resolution", type=int, default=None)
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--resolution", type=int, default=None,
+                   help=f"input size in px (default: the model's own; at least {MIN_RESOLUTION})")
+    p.add_argument("--num-classes", type=int, default=1000,
+                   help="classifier outputs (default 1000, ImageNet)")
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("scale", help="compound scaling: coefficients and cost for phi")
@@ -127,11 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings as one `effnet: warning:` line, in command-line terms."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    text = re.sub(r"\blayout='([\w-]+)'", r"--layout \1", text)
+    print(f"effnet: warning: {text}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `effnet` command."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except (ValueError, OSError, RuntimeError, EffnetError) as err:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"effnet: error: {msg}", file=sys.stderr)

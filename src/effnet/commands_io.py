@@ -13,10 +13,25 @@ from .weights import LAYOUTS
 def cmd_convert(args: argparse.Namespace) -> int:
     """Load any supported checkpoint into a named model and save it in effnet's format."""
     from .model_factory import create_model
-    from .weights import load_weights
+    from .predict import check_finite, run_weights, train_metadata
+    from .weights import is_pretrained_dir, load_weights, read_config
 
-    model = create_model(args.model, num_classes=args.num_classes)
-    result = load_weights(model, args.source, layout=args.layout)
+    source = run_weights(args.source)  # a training run folder: its best weights
+    kwargs: dict = {"num_classes": args.num_classes}
+    found = train_metadata(source)  # a run's .safetensors keeps its classes and preprocessing
+    if found is not None:
+        stored, cfg = found
+        kwargs.update(num_classes=args.num_classes or stored["num_classes"],
+                      in_chans=stored["in_chans"])
+    elif is_pretrained_dir(source) and args.num_classes is None:
+        config = read_config(source)
+        kwargs.update(num_classes=int(config.get("num_classes", 1000)),
+                      in_chans=int(config.get("in_chans", 3)))
+    model = create_model(args.model, **kwargs)
+    result = load_weights(model, source, layout=args.layout)
+    if found is not None:
+        model.pretrained_cfg.update(found[1], num_classes=model.num_classes)
+    check_finite(model, source)
     out = model.save_pretrained(args.output)
     print(f"read   {result}")
     print(f"wrote  {out}/model.safetensors and {out}/config.json "
@@ -26,16 +41,21 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a model with its weights to ONNX (dynamic batch) or TorchScript."""
-    from .export import export, max_onnx_difference
+    from .export import check_opset, export, max_onnx_difference
     from .model_factory import create_model
+    from .predict import model_from_weights, run_weights, train_metadata
     from .weights import is_pretrained_dir
 
     name = args.name
-    if args.weights is None and is_pretrained_dir(name):
-        name, weights = None, name
+    if args.weights is None and (is_pretrained_dir(run_weights(name))
+                                 or train_metadata(name) is not None):
+        name, weights = None, run_weights(name)
     else:
-        weights = args.weights
-    model = create_model(name, pretrained=weights).eval()
+        weights = run_weights(args.weights)
+    _check_output(args.output, weights, args.force)
+    check_opset(args.opset)
+    model = (model_from_weights(name, weights) if weights is not None
+             else create_model(name)).eval()
     if weights is None:
         print("effnet: note: no --weights given; exporting randomly initialised weights",
               file=sys.stderr)
@@ -58,10 +78,34 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output(output: str, weights: object, force: bool) -> None:
+    """Never write over the weights being read; replace another existing file only if forced."""
+    from pathlib import Path
+
+    from .export import _weights_file
+
+    out = Path(output)
+    source = _weights_file(weights)
+    if source is not None:
+        sources = {source.resolve(), source.parent.resolve() / "config.json"} if \
+            source.name == "model.safetensors" else {source.resolve()}
+        if out.resolve() in sources:
+            raise EffnetError(f"--output {out} is the model being exported: give another "
+                              "file name")
+    if out.is_dir():
+        raise EffnetError(f"--output {out} is a folder: give a file name, e.g. {out}/model.onnx")
+    if out.exists() and not force:
+        raise EffnetError(f"--output {out} exists: add --force to replace it, or give another "
+                          "file name")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Top-k classes of each image; undecodable images are reported and skipped."""
     from .predict import Failure, image_paths, predict, prepare_model
 
+    if args.batch_size < 1 or args.topk < 1:
+        raise EffnetError(f"--batch-size ({args.batch_size}) and --topk ({args.topk}) must be "
+                          ">= 1")
     prepared = prepare_model(args.model, args.weights, runtime=args.runtime,
                              image_size=args.image_size, optimize=not args.no_optimize)
     paths = image_paths(args.images)
@@ -87,10 +131,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .predict import prepare_model
 
+    if args.limit is not None and args.limit < 1:
+        raise EffnetError(f"--limit {args.limit} must be >= 1 (the number of images to evaluate)")
+    if args.batch_size < 1 or args.workers < 0:
+        raise EffnetError(f"--batch-size ({args.batch_size}) must be >= 1 and --workers "
+                          f"({args.workers}) >= 0")
     prepared = prepare_model(args.model, args.weights, runtime=args.runtime,
                              image_size=args.image_size, optimize=not args.no_optimize)
     result = evaluate(prepared, args.data, batch_size=args.batch_size, workers=args.workers,
-                      limit=args.limit, progress=not args.no_progress)
+                      limit=args.limit, progress=not args.no_progress,
+                      class_order=args.class_order)
     print(f"model {prepared.model_name} at {prepared.image_size}px ({prepared.runtime})")
     print(result.summary())
     return 0
@@ -107,7 +157,8 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
                    help="'onnxruntime' exports to ONNX once (cached next to the weights)")
     p.add_argument("--image-size", type=int, default=None,
                    help="crop size (default: the model's pretrained_cfg)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="images per forward pass (default 16 for predict, 32 for eval)")
     _add_no_optimize(p)
 
 
@@ -124,7 +175,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="checkpoint file or folder, or 'packaged'")
     p.add_argument("--model", required=True, help="model name the checkpoint belongs to")
     p.add_argument("--output", required=True, help="folder to write")
-    p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS))
+    p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS),
+                   help="the checkpoint's key layout (default: detected)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="classes of the checkpoint's classifier (default 1000)")
     p.set_defaults(func=cmd_convert)
@@ -132,11 +184,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export to ONNX (dynamic batch) or TorchScript")
     p.add_argument("name", help="model name, or a save_pretrained folder")
     p.add_argument("--weights", default=None, help="checkpoint, folder or 'packaged'")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
+                   help="onnx (default; runs in onnxruntime) or torchscript (traced)")
     p.add_argument("--output", required=True, help="file to write")
     p.add_argument("--image-size", type=int, default=None,
                    help="input size the file takes (default: the model's resolution)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--force", action="store_true", help="replace --output if it exists")
     _add_no_optimize(p)
     p.add_argument("--no-check", action="store_true",
                    help="skip running the ONNX file in onnxruntime against PyTorch")
@@ -145,7 +199,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top-k ImageNet classes of images")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...) or folders")
     _add_inference_args(p)
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=int, default=5,
+                   help="classes to print per image, most likely first (default 5)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("eval", help="top-1 / top-5 accuracy on an ImageFolder tree")
@@ -156,5 +211,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="data loading processes")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--class-order", choices=("names", "sorted"), default="names",
+                   help="names (default): map class folders by the model's class names "
+                        "(ImageNet synsets, class indices, or sorted order when the model has "
+                        "none); sorted: sorted folder names are classes 0..N-1")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)

@@ -5,13 +5,16 @@ ImageNet synset (n01440764) map to the ImageNet index; folders named by the
 model's class names (pretrained_cfg label_names, which `effnet train` stores;
 case and punctuation aside) map to those; folders named 0, 1, ... map to that
 index; otherwise, when there is one folder per class, sorted
-folder names give the index (torchvision's ImageFolder order). Images that
-cannot be decoded are skipped, counted and reported, not scored.
+folder names give the index (torchvision's ImageFolder order), and eval says
+so. When the model has class names and the folders match none of them, eval
+refuses unless ``class_order="sorted"`` (``--class-order sorted``). Images
+that cannot be decoded are skipped, counted and reported, not scored.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,28 +33,53 @@ def _name_key(name: object) -> str:
     return "".join(c for c in str(name).lower() if c.isalnum())
 
 
+CLASS_ORDERS = ("names", "sorted")
+
+
 def class_indices(folders: Sequence[str], num_classes: int,
-                  label_names: Sequence[str] | None = None) -> dict[str, int]:
+                  label_names: Sequence[str] | None = None,
+                  class_order: str = "names") -> dict[str, int]:
     """The model's class index for each class folder name (see the module docstring)."""
+    return class_mapping(folders, num_classes, label_names, class_order)[0]
+
+
+def class_mapping(folders: Sequence[str], num_classes: int,
+                  label_names: Sequence[str] | None = None,
+                  class_order: str = "names") -> tuple[dict[str, int], bool]:
+    """(class index of each folder, whether the mapping is by sorted folder order)."""
+    if class_order not in CLASS_ORDERS:
+        raise EffnetError(f"unknown class order {class_order!r}: use one of "
+                          f"{', '.join(CLASS_ORDERS)}")
     folders = sorted(folders)
+    by_order = {f: i for i, f in enumerate(folders)}
+    if class_order == "sorted":
+        if len(folders) != num_classes:
+            raise EffnetError(f"--class-order sorted needs one folder per class: {len(folders)} "
+                              f"folders for {num_classes} classes")
+        return by_order, True
     if num_classes == 1000:
         synsets = {s: i for i, s in enumerate(imagenet_synsets())}
         if all(f in synsets for f in folders):
-            return {f: synsets[f] for f in folders}
+            return {f: synsets[f] for f in folders}, False
     if label_names and len(label_names) == num_classes:
         by_name = {_name_key(n): i for i, n in enumerate(label_names)}
         known = [f for f in folders if _name_key(f) in by_name]
         if len(known) == len(folders):
-            return {f: by_name[_name_key(f)] for f in folders}
+            return {f: by_name[_name_key(f)] for f in folders}, False
         if known:  # some folders are class names: folder order would mislabel the others
             missing = [f for f in folders if f not in known]
             raise EffnetError(f"class folders {', '.join(missing[:3])} match none of the "
                               f"model's class names ({', '.join(map(str, label_names[:4]))}, "
                               "...): rename them to class names or to class indices")
+        if not all(f.isdigit() and int(f) < num_classes for f in folders):
+            raise EffnetError(
+                f"class folders ({', '.join(folders[:3])}, ...) match none of the model's class "
+                f"names ({', '.join(map(str, label_names[:4]))}, ...): rename them, or pass "
+                f"--class-order sorted to take sorted folders as classes 0..{num_classes - 1}")
     if all(f.isdigit() and int(f) < num_classes for f in folders):
-        return {f: int(f) for f in folders}
+        return {f: int(f) for f in folders}, False
     if len(folders) == num_classes:
-        return {f: i for i, f in enumerate(folders)}
+        return by_order, True
     raise EffnetError(
         f"{len(folders)} class folders but the model has {num_classes} classes, so folder order "
         "cannot give class indices: name the folders by ImageNet synset (n01440764), by class "
@@ -61,7 +89,8 @@ def class_indices(folders: Sequence[str], num_classes: int,
 class EvalFolder(Dataset):
     """(image tensor, target, '' or the path of an undecodable image) from a class-folder tree."""
 
-    def __init__(self, root: str | os.PathLike, prepared: PreparedModel) -> None:
+    def __init__(self, root: str | os.PathLike, prepared: PreparedModel,
+                 class_order: str = "names") -> None:
         from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
         root = Path(root)
@@ -72,8 +101,9 @@ class EvalFolder(Dataset):
         if not folders:
             raise EffnetError(f"{root} has no class folders: eval needs one sub-folder of "
                               "images per class (e.g. ImageNet val sorted into synset folders)")
-        self.class_to_idx = class_indices(folders, prepared.num_classes,
-                                          prepared.pretrained_cfg.get("label_names"))
+        self.class_to_idx, self.by_order = class_mapping(
+            folders, prepared.num_classes, prepared.pretrained_cfg.get("label_names"),
+            class_order)
         self.samples = make_dataset(str(root), self.class_to_idx, extensions=IMG_EXTENSIONS,
                                     allow_empty=True)
         if not self.samples:
@@ -103,13 +133,15 @@ class EvalResult:
     seconds: float
     failed: list[str] = field(default_factory=list)
     topk: int = 5
+    note: str = ""
 
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        text = (f"top-1 {self.top1:.2f}%  top-{self.topk} {self.top5:.2f}%  on {self.images} "
+        text = f"{self.note}\n" if self.note else ""
+        text += (f"top-1 {self.top1:.2f}%  top-{self.topk} {self.top5:.2f}%  on {self.images} "
                 f"images, {self.images_per_s:.1f} img/s")
         if self.failed:
             shown = ", ".join(self.failed[:3]) + (", ..." if len(self.failed) > 3 else "")
@@ -119,9 +151,20 @@ class EvalResult:
 
 
 def evaluate(prepared: PreparedModel, data_dir: str | os.PathLike, batch_size: int = 32,
-             workers: int = 0, limit: int | None = None, progress: bool = True) -> EvalResult:
+             workers: int = 0, limit: int | None = None, progress: bool = True,
+             class_order: str = "names") -> EvalResult:
     """Top-1 and top-5 accuracy (percent) of `prepared` on the class folders under `data_dir`."""
-    dataset: Dataset = EvalFolder(data_dir, prepared)
+    if limit is not None and limit < 1:
+        raise EffnetError(f"--limit {limit} must be >= 1 (the number of images to evaluate)")
+    if batch_size < 1:
+        raise EffnetError(f"--batch-size {batch_size} must be >= 1")
+    folder = EvalFolder(data_dir, prepared, class_order)
+    dataset: Dataset = folder
+    note = ""
+    if folder.by_order:
+        pairs = ", ".join(f"{f}={i}" for f, i in list(folder.class_to_idx.items())[:4])
+        note = (f"note: class folders mapped to class indices by sorted folder order ({pairs}"
+                f"{', ...' if len(folder.class_to_idx) > 4 else ''}), not by class name")
     if limit:
         dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
@@ -129,7 +172,8 @@ def evaluate(prepared: PreparedModel, data_dir: str | os.PathLike, batch_size: i
     correct1 = correct5 = seen = 0
     failed: list[str] = []
     start = time.perf_counter()
-    bar = tqdm(total=len(dataset), unit="img", disable=not progress, desc="eval")
+    bar = tqdm(total=len(dataset), unit="img", desc="eval",  # no bar redraws into log files
+               disable=not progress or not sys.stderr.isatty())
     for images, targets, bad in loader:
         ok = torch.tensor([not b for b in bad])
         failed += [b for b in bad if b]
@@ -149,4 +193,5 @@ def evaluate(prepared: PreparedModel, data_dir: str | os.PathLike, batch_size: i
     if not seen:
         raise EffnetError(f"none of the {len(failed)} images under {data_dir} could be decoded "
                           f"(first: {failed[0] if failed else '-'})")
-    return EvalResult(100.0 * correct1 / seen, 100.0 * correct5 / seen, seen, seconds, failed, k)
+    return EvalResult(100.0 * correct1 / seen, 100.0 * correct5 / seen, seen, seconds, failed, k,
+                      note)

@@ -29,6 +29,7 @@ from .weights.io import (
 
 FORMATS = ("onnx", "torchscript")
 DEFAULT_OPSET = 17
+OPSETS = (7, 20)  # what torch's TorchScript-based ONNX exporter writes
 ONNX_HINT = "pip install onnxruntime (or pip install 'effnet[onnx]')"
 
 
@@ -36,11 +37,19 @@ def _input_shape(model: nn.Module, image_size: int | None) -> tuple[int, int, in
     cfg = getattr(model, "pretrained_cfg", None) or {}
     chans, *_ = cfg.get("input_size", (model.stem.conv.in_channels, 224, 224))
     size = int(image_size or cfg.get("input_size", (3, 224, 224))[-1])
-    if size < 8:
-        raise EffnetError(f"image size {size} is too small: use at least 32 px")
+    if size < 32:
+        raise EffnetError(f"image size {size} is too small: use at least 32 px (the network "
+                          "downsamples 32x)")
     return int(chans), size, size
 
 
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an opset torch cannot export to, before any tracing (one line, no IR dump)."""
+    if not OPSETS[0] <= opset <= OPSETS[1]:
+        raise EffnetError(f"--opset {opset} is not supported: use {OPSETS[0]}..{OPSETS[1]} "
+                          f"(default {DEFAULT_OPSET})")
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: int | None = None,
@@ -50,6 +59,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: int | Non
     Input `input` (N, C, H, W) float32, output `logits` (N, num_classes).
     """
     path = Path(path)
+    check_opset(opset)
     was_training = model.training
     model.eval()
     shape = _input_shape(model, image_size)
@@ -94,8 +104,9 @@ def export(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx",
     raise EffnetError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
-def onnx_session(path: str | os.PathLike, threads: int | None = None):
-    """An onnxruntime CPU inference session for an ONNX file."""
+def onnx_session(path: str | os.PathLike, threads: int | None = None,
+                 fix: str = "export it again with `effnet export`"):
+    """An onnxruntime CPU inference session for an ONNX file; `fix` ends the error message."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -107,8 +118,7 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's own error types
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise EffnetError(f"onnxruntime cannot load {path} ({text}): export it again with "
-                          "`effnet export`") from None
+        raise EffnetError(f"onnxruntime cannot load {path} ({text}): {fix}") from None
 
 
 def max_onnx_difference(model: nn.Module, path: str | os.PathLike, image_size: int | None = None,
@@ -144,24 +154,43 @@ def _weights_file(weights: Any) -> Path | None:
     return None
 
 
+def _content_key(source: Path, tag: str) -> str:
+    """sha256 of the weights file, its folder's config.json (if any) and the export settings."""
+    h = hashlib.sha256(f"{tag}|opset{DEFAULT_OPSET}|torch{torch.__version__}".encode())
+    files = [source] + ([source.parent / "config.json"] if source.name == WEIGHTS_NAME else [])
+    for f in files:
+        if f.is_file():
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:16]
+
+
 def onnx_cache_path(model: nn.Module, weights: Any, image_size: int) -> Path:
-    """The cached ONNX file for (weights, model, image size): next to the weights if writable."""
+    """The cached ONNX file for (weights' content, model, image size): next to the weights if
+    writable. Its name holds a hash of the weights and export settings, so replaced weights
+    (even with an older modification time) never reuse another model's export."""
     name = str(getattr(model, "model_name", model.spec.name))
     tag = f"{name}-{model.num_classes}c-{image_size}px-{model.padding}"
     source = _weights_file(weights)
     if source is None:
         raise EffnetError("the onnxruntime runtime needs weights from a file or folder "
                           "(to cache the ONNX export next to them)")
+    key = _content_key(source, tag)
     if str(weights) != PACKAGED and os.access(source.parent, os.W_OK):
-        return source.parent / f"{source.stem}.{tag}.onnx"
+        return source.parent / f"{source.stem}.{tag}.{key}.onnx"
     digest = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]
-    return cache_dir() / "onnx" / f"{source.stem}-{digest}.{tag}.onnx"
+    return cache_dir() / "onnx" / f"{source.stem}-{digest}.{tag}.{key}.onnx"
 
 
 def cached_onnx(model: nn.Module, weights: Any, image_size: int) -> Path:
-    """Export `model` to ONNX once; reuse the file while it is newer than the weights."""
+    """Export `model` to ONNX once per (weights content, settings); older exports of the same
+    weights file are removed."""
     path = onnx_cache_path(model, weights, image_size)
-    source = _weights_file(weights)
-    if path.is_file() and source is not None and path.stat().st_mtime >= source.stat().st_mtime:
+    if path.is_file():
         return path
+    stem = path.name.rsplit(".", 2)[0]  # without .KEY.onnx
+    for old in path.parent.glob(f"{stem}.*.onnx"):
+        if old != path and old.name.count(".") == path.name.count("."):
+            old.unlink(missing_ok=True)
     return export_onnx(model, path, image_size)

@@ -6,6 +6,9 @@ import fnmatch
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
+from .limits import check_model_size
 from .nn.layers import PADDING_MODES, TF_BN_EPS
 from .nn.model import EfficientNet
 from .scaling import CompoundScaling, scale
@@ -77,6 +80,7 @@ def create_model(name: str | None = None, pretrained: Any = None, num_classes: i
         spec = entry.spec
     if kwargs:
         raise TypeError(f"create_model got unexpected arguments: {', '.join(kwargs)}")
+    check_model_size(spec, cfg["input_size"][-1], in_chans, num_classes, activations=_real())
     model = EfficientNet(
         spec, num_classes=num_classes, in_chans=in_chans,
         drop_rate=entry.dropout if drop_rate is None else drop_rate,
@@ -92,6 +96,11 @@ def create_model(name: str | None = None, pretrained: Any = None, num_classes: i
     if pretrained is not None and pretrained is not False:
         load_weights(model, pretrained)
     return model
+
+
+def _real() -> bool:
+    """False while building on the meta device (shapes only: activations cost nothing)."""
+    return torch.get_default_device().type != "meta"
 
 
 def _default_pretrained(name: str | None) -> str:
@@ -111,6 +120,8 @@ def _restore(directory: Any, config: dict, num_classes: int | None = None, in_ch
     if kwargs:
         raise TypeError(f"create_model got unexpected arguments: {', '.join(kwargs)}")
     spec = spec_from_config(config)
+    check_model_size(spec, pretrained_cfg_from_config(config)["input_size"][-1],
+                     activations=_real())
     model = EfficientNet(
         spec, num_classes=int(config.get("num_classes", 1000) if num_classes is None
                               else num_classes),

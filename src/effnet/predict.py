@@ -15,16 +15,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from .data.images import open_image, to_eight_bit
 from .data.transforms import eval_transform
 from .errors import EffnetError
 from .model_factory import create_model
 from .weights import is_pretrained_dir
 
 RUNTIMES = ("torch", "onnxruntime")
+MIN_IMAGE_SIZE = 32
 
 
 @cache
@@ -44,26 +45,16 @@ def imagenet_synsets() -> tuple[str, ...]:
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Decode an image file to RGB: JPEG, PNG and the rest PIL reads, greyscale, RGBA, 16-bit.
 
-    Transparent pixels are composited onto white. A file that cannot be
-    decoded raises EffnetError naming it.
+    Upright by its EXIF orientation, high bit depths scaled by their range
+    (effnet.data.images.open_image); transparent pixels composited onto white.
+    A file that cannot be decoded raises EffnetError naming it.
     """
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb(img)
-    except FileNotFoundError:
-        raise EffnetError(f"image {path} not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise EffnetError(f"cannot decode image {path}: {reason}") from None
+    return to_rgb(open_image(path))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """An RGB copy of any PIL image."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    """An RGB copy of any PIL image (16-bit and float ones scaled by their range)."""
+    img = to_eight_bit(img)
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -71,6 +62,66 @@ def to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB") if img.mode != "RGB" else img.copy()
+
+
+def run_weights(weights: Any) -> Any:
+    """A training run folder stands for its best weights (RUN/best, a save_pretrained folder)."""
+    if isinstance(weights, str | os.PathLike) and not is_pretrained_dir(weights) \
+            and is_pretrained_dir(Path(weights) / "best"):
+        return Path(weights) / "best"
+    return weights
+
+
+def train_metadata(weights: Any) -> tuple[dict, dict] | None:
+    """(create_model kwargs, pretrained_cfg) stored in a `.safetensors` written by effnet train
+    (RUN/best.safetensors, RUN/final.safetensors), or None for any other weights."""
+    if not isinstance(weights, str | os.PathLike) or Path(weights).suffix != ".safetensors" \
+            or not Path(weights).is_file():
+        return None
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), "pt") as f:
+            meta = f.metadata() or {}
+        if "num_classes" not in meta or "pretrained_cfg" not in meta:
+            return None
+        cfg = json.loads(meta["pretrained_cfg"])
+        kwargs: dict[str, Any] = {"num_classes": int(meta["num_classes"]),
+                                  "in_chans": int(cfg.get("input_size", (3,))[0])}
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
+    if "padding" in meta:
+        kwargs["padding"] = meta["padding"]
+    if meta.get("model_name"):
+        kwargs["name"] = meta["model_name"]
+    return kwargs, cfg
+
+
+def model_from_weights(name: str | None, weights: Any) -> torch.nn.Module:
+    """create_model(name, pretrained=weights), where weights may also be a training run folder
+    or a run's .safetensors (its stored class count, channels and preprocessing are used)."""
+    weights = run_weights(weights)
+    found = train_metadata(weights)
+    if found is None:
+        return check_finite(create_model(name, pretrained=weights), weights)
+    kwargs, cfg = found
+    stored_name = kwargs.pop("name", None)
+    model = create_model(name or stored_name, pretrained=weights, **kwargs)
+    model.pretrained_cfg.update(cfg)
+    return check_finite(model, weights)
+
+
+def check_finite(model: torch.nn.Module, source: Any) -> torch.nn.Module:
+    """Refuse weights holding NaN or infinite values (a diverged run, a damaged file)."""
+    bad = [k for k, v in model.state_dict().items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise EffnetError(f"weights {source} hold NaN or infinite values ({len(bad)} tensors, "
+                          f"e.g. {bad[0]}): the run diverged or the file is damaged; use other "
+                          "weights")
+    return model
 
 
 @dataclass
@@ -111,19 +162,29 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
         model, weights = None, model
     if weights is None:
         raise EffnetError("inference needs trained weights: pass --weights FILE|DIR|packaged")
-    if model is None and not is_pretrained_dir(weights):
+    weights = run_weights(weights)
+    if image_size is not None and image_size < MIN_IMAGE_SIZE:
+        raise EffnetError(f"--image-size {image_size} is too small: use at least "
+                          f"{MIN_IMAGE_SIZE} px (the network downsamples 32x)")
+    if model is None and not is_pretrained_dir(weights) and train_metadata(weights) is None:
         raise EffnetError(f"--model is needed for {weights}: only folders written by "
-                          "save_pretrained / `effnet convert` carry their model name")
-    net = create_model(model, pretrained=weights).eval()
+                          "save_pretrained / `effnet convert` and effnet train's weights carry "
+                          "their model name")
+    net = model_from_weights(model, weights).eval()
     cfg = dict(net.pretrained_cfg)
     size = int(image_size or cfg["input_size"][-1])
+    if size < MIN_IMAGE_SIZE:
+        raise EffnetError(f"image size {size} (from {weights}) is too small: pass --image-size "
+                          f"{MIN_IMAGE_SIZE} or more")
     names = cfg.get("label_names")
     labels = (list(names) if names and len(names) == net.num_classes else
               imagenet_class_names() if net.num_classes == 1000 else None)
     if runtime == "onnxruntime":
         from .export import cached_onnx, onnx_session
 
-        session = onnx_session(cached_onnx(net, weights, size))
+        cache = cached_onnx(net, weights, size)
+        session = onnx_session(cache, fix=f"delete {cache} (a damaged cached export; it is "
+                                          "rebuilt on the next run)")
         input_name = session.get_inputs()[0].name
 
         def run(x: torch.Tensor) -> torch.Tensor:

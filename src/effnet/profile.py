@@ -72,7 +72,12 @@ def activation_bytes(model: nn.Module, resolution: int, batch: int = 1) -> int:
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             x = _input(model, resolution, batch).requires_grad_(False)
-            out = model(x)
+            try:
+                out = model(x)
+            except ValueError:  # BN cannot train on a 1x1 map at batch 1 (e.g. B0 at 32 px):
+                seen.clear()    # count in eval mode, BN on running stats (~0.2% less at 224)
+                model.eval()
+                out = model(x)
             del out
     finally:
         model.load_state_dict(state, strict=False)

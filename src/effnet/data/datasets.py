@@ -194,17 +194,12 @@ def _check_class_dirs(root: Path) -> list[str]:
 
 
 def load_image(path: str) -> object:
-    """Open an image as PIL RGB/L; an undecodable file raises EffnetError naming it."""
-    from PIL import Image, UnidentifiedImageError
+    """Open an image as PIL RGB/L (upright, 8-bit: effnet.data.images.open_image); an
+    undecodable file raises EffnetError naming it."""
+    from .images import open_image
 
-    try:
-        with open(path, "rb") as f:
-            img = Image.open(f)
-            img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise EffnetError(f"cannot decode image {path} ({type(err).__name__}): "
-                          "remove or replace the file") from None
-    return img.convert("L") if img.mode in ("L", "I;16", "I", "1") else img.convert("RGB")
+    img = open_image(path)
+    return img.convert("L") if img.mode in ("L", "1") else img.convert("RGB")
 
 
 def image_folder(root: str | Path):
@@ -267,6 +262,9 @@ def build_data(name: str, root: str | Path | None = None, *, image_size: int, in
                           None, len(train_base.classes), in_chans, train_base.classes, name,
                           data_cfg)
 
+    if root is not None and not Path(root).is_dir():  # never fall back to another copy
+        raise EffnetError(f"--data {root} does not exist: give the folder holding the {name} "
+                          "files, or drop --data to use the installed or downloaded copy")
     if name == "fashion-mnist":
         splits = load_fashion_mnist(root, download=download)
         classes: Sequence[str] = FASHION_MNIST_CLASSES

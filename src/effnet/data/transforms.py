@@ -12,6 +12,8 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+from ..errors import EffnetError
+
 _INTERP = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
            "nearest": InterpolationMode.NEAREST}
 
@@ -53,8 +55,15 @@ def eval_transform(cfg: dict, image_size: int | None = None,
     """
     size = int(image_size or cfg["input_size"][-1])
     chans = int(in_chans or cfg.get("input_size", (3,))[0])
-    resize = int(math.floor(size / cfg.get("crop_pct", 0.875)))
+    crop_pct = float(cfg.get("crop_pct", 0.875))
     mean, std = normalize_stats(cfg["mean"], cfg["std"], chans)
+    if not (size >= 1 and 0 < crop_pct <= 1 and all(math.isfinite(v) for v in mean)
+            and all(math.isfinite(v) and v > 0 for v in std)):
+        raise EffnetError(f"invalid preprocessing (input size {size}, crop_pct {crop_pct}, mean "
+                          f"{list(mean)}, std {list(std)}): the model's pretrained_cfg needs "
+                          "size >= 1, crop_pct in (0, 1], finite mean and std > 0; fix its "
+                          "config.json")
+    resize = int(math.floor(size / crop_pct))
     return T.Compose([
         T.ToImage(),
         channel_transform(chans),

@@ -1,9 +1,16 @@
-"""Atomic checkpoints: write to a temporary name in the same folder, then os.replace."""
+"""Atomic checkpoints: write to a temporary name in the same folder, then os.replace.
+
+A checkpoint (`last.pt`) holds tensors and plain Python data only (dicts,
+lists, tuples, numbers, strings): it is read with ``torch.load(...,
+weights_only=True)``, which refuses any other pickled object, so a run folder
+from someone else cannot run code when resumed.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -25,11 +32,18 @@ def atomic_write(path: str | Path, write) -> None:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -44,8 +58,15 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def rng_state() -> dict:
-    """Every RNG the training loop draws from: python, numpy, torch CPU and CUDA."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    """Every RNG the training loop draws from: python, numpy, torch CPU and CUDA.
+
+    Only tensors and plain data (numpy's key array as a tensor), so the
+    checkpoint loads with weights_only=True.
+    """
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": (str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
+                       int(has_gauss), float(gauss)),
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -53,8 +74,11 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos,
+                         has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -65,13 +89,29 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint written by save_checkpoint; a damaged file gets a clear error."""
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "batch", "step")
+
+
+def load_checkpoint(path: str | Path, required: tuple[str, ...] = CHECKPOINT_KEYS) -> dict:
+    """Load a checkpoint written by save_checkpoint; never unpickles anything but plain data.
+
+    A damaged, incomplete or foreign file (one holding other pickled objects,
+    which could run code) gets a one-line EffnetError.
+    """
     path = Path(path)
     if not path.is_file():
         raise EffnetError(f"no checkpoint at {path}: drop --resume to start a new run")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise EffnetError(f"checkpoint {path} holds objects other than tensors and plain data "
+                          "(refused: loading them could run code); it was not written by "
+                          "effnet train: delete it to restart") from None
     except Exception as err:
         raise EffnetError(f"checkpoint {path} cannot be read ({type(err).__name__}): "
                           "delete it to restart, or restore a copy") from None
+    missing = [k for k in required if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise EffnetError(f"checkpoint {path} is incomplete (no {', '.join(map(repr, missing))}):"
+                          " it was not written by effnet train; delete it to restart")
+    return state

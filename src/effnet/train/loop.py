@@ -23,6 +23,7 @@ import itertools
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
@@ -47,8 +48,11 @@ from .checkpoint import (
 )
 from .ema import create_ema
 from .optim import create_optimizer
-from .recipes import Recipe, get_recipe
+from .recipes import AUTO, Recipe, choose_recipe, get_recipe
+from .rundir import RunLock, check_new_run, check_resume_settings, remove_stale_temporaries
 from .schedule import LRMultiplier, create_scheduler
+
+PROGRESS_EVERY_S = 60.0  # progress lines when output is not a terminal
 
 
 class TrainingDiverged(EffnetError):
@@ -62,7 +66,7 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None       # stop after this many optimizer steps (schedule spans it)
     batch_size: int = 128              # global batch: split evenly over torchrun processes
-    recipe: str | Recipe = "paper"
+    recipe: str | Recipe = "auto"      # auto: paper for long runs, else short (choose_recipe)
     lr: float | None = None            # absolute learning rate (default: recipe's per-256 rule)
     optimizer: str | None = None
     weight_decay: float | None = None
@@ -80,6 +84,7 @@ class TrainConfig:
     num_workers: int = 2
     output: str | Path | None = None   # run folder; None: write nothing
     resume: bool = False
+    force: bool = False                # a new run may replace an existing run in `output`
     checkpoint_every: int = 0          # also checkpoint every N steps (0: per epoch only)
     eval_every: int = 1
     tensorboard: bool = False
@@ -90,8 +95,13 @@ class TrainConfig:
     log: Callable[[str], None] | None = None
     on_epoch: Callable[[dict], None] | None = None  # gets each epoch's metrics row
 
-    def resolved_recipe(self) -> Recipe:
-        return get_recipe(self.recipe).with_(
+    def resolved_recipe(self, total_steps: int = 0, epochs: float = 0.0,
+                        base: Recipe | None = None) -> Recipe:
+        """`base` (default: the named recipe; 'auto' decides by the run's length) + overrides."""
+        if base is None:
+            base = (choose_recipe(total_steps, epochs)[0] if self.recipe == AUTO
+                    else get_recipe(self.recipe))
+        return base.with_(
             optimizer=self.optimizer, weight_decay=self.weight_decay,
             warmup_epochs=self.warmup_epochs, schedule=self.schedule,
             label_smoothing=self.label_smoothing, ema_decay=self.ema_decay)
@@ -266,7 +276,8 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
         raise TypeError(f"fit got unexpected arguments: {', '.join(sorted(unknown))}")
     for k, v in overrides.items():
         setattr(cfg, k, v)
-    recipe = cfg.resolved_recipe()
+    if cfg.eval_every < 1:
+        raise EffnetError(f"--eval-every {cfg.eval_every} must be >= 1 (evaluate every N epochs)")
     info = D.init_distributed(cfg.device)
     device = info.device
     log = cfg.log or (print if info.is_main else (lambda s: None))
@@ -300,99 +311,127 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
     epochs = math.ceil(total_steps / steps_per_epoch)
     if total_steps < 1:
         raise EffnetError("nothing to train: give --epochs >= 1 (or max_steps >= 1)")
-
-    # ---- model, optimizer, schedule, EMA
-    if cfg.bn_momentum is not None:
-        set_bn_momentum(model, cfg.bn_momentum)
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    lr = cfg.lr if cfg.lr is not None else recipe.lr(cfg.batch_size)
-    optimizer = create_optimizer(model, recipe.optimizer, lr, recipe.weight_decay,
-                                 recipe.momentum)
-    mult = LRMultiplier(recipe.schedule, total_steps, steps_per_epoch,
-                        warmup_steps=int(round(recipe.warmup_epochs * steps_per_epoch)),
-                        decay_rate=recipe.decay_rate, decay_epochs=recipe.decay_epochs)
-    scheduler = create_scheduler(optimizer, mult)
-    ema = create_ema(model, recipe.ema_decay) if recipe.ema_decay > 0 else None
-    amp_dtype = _amp_dtype(cfg.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-
-    start_epoch, start_batch, step, best_top1, best_epoch = 0, 0, 0, None, None
-    history: list[dict] = []
-    step_losses: list[float] = []
-    wall_before = 0.0
-    resumed_sums = None
-    sums, seen = torch.zeros(3, dtype=torch.float64), 0
-    if cfg.resume:
-        if ckpt_path is None:
-            raise EffnetError("--resume needs --output: the run folder holding last.pt")
-        if ckpt_path.exists():
-            ck = load_checkpoint(ckpt_path)
-            try:
-                model.load_state_dict(ck["model"])
-            except RuntimeError as err:
-                raise EffnetError(f"{ckpt_path} does not fit this model "
-                                  f"({str(err).splitlines()[0]}): use the same --model, or a "
-                                  "new --output") from None
-            optimizer.load_state_dict(ck["optimizer"])
-            scheduler.load_state_dict(ck["scheduler"])
-            scheduler.lr_lambdas = [mult] * len(optimizer.param_groups)  # this run's schedule
-            scaler.load_state_dict(ck["scaler"])
-            if ema is not None and ck.get("ema") is not None:
-                ema.load_state_dict(ck["ema"])
-            start_epoch, start_batch, step = ck["epoch"], ck["batch"], ck["step"]
-            best_top1, best_epoch = ck.get("best_top1"), ck.get("best_epoch")
-            history, step_losses = ck.get("history", []), ck.get("step_losses", [])
-            wall_before = ck.get("wall_s", 0.0)
-            resumed_sums = ck.get("epoch_sums")
-            rngs = ck.get("rng", [])
-            if len(rngs) == info.world_size:
-                set_rng_state(rngs[info.rank])
-            log(f"resumed from {ckpt_path}: epoch {start_epoch}, step {step}")
-        else:
-            log(f"no checkpoint in {cfg.output}: starting a new run")
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        run_cfg = {f.name: getattr(cfg, f.name) for f in fields(cfg)
-                   if f.name not in ("log", "on_epoch")}
-        run_cfg["recipe"] = recipe.as_dict()
-        run_cfg.update(lr=lr, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                       world_size=info.world_size)
-        atomic_write_json(out / "config.json", json.loads(json.dumps(run_cfg, default=str)))
-
-    train_model: nn.Module = model
-    if info.enabled:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        train_model = torch.compile(train_model)
-
+    lock = RunLock(out) if out is not None else None
     writer = None
-    if cfg.tensorboard and out is not None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tensorboard"))
-
-    def checkpoint(epoch: int, batch: int) -> None:
-        rngs = _gather(rng_state(), info)
-        if out is None:
-            return
-        state = {"model": model.state_dict(), "ema": ema.state_dict() if ema else None,
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "scaler": scaler.state_dict(), "rng": rngs, "epoch": epoch, "batch": batch,
-                 "step": step, "best_top1": best_top1, "best_epoch": best_epoch,
-                 "history": history, "step_losses": step_losses,
-                 "epoch_sums": (sums.clone(), seen) if batch else None,
-                 "wall_s": wall_before + time.perf_counter() - t_start,
-                 "recipe": recipe.as_dict()}
-        save_checkpoint(out / "last.pt", state)
-
-    eval_model = ema.module if ema is not None else model
-    t_start = time.perf_counter()
-    model.train()
     try:
+        if lock is not None:  # one writer per run folder; then its stale temporaries go
+            lock.acquire()
+            remove_stale_temporaries(out)  # type: ignore[arg-type]
+            if not (cfg.resume and ckpt_path is not None and ckpt_path.exists()):
+                check_new_run(out, cfg.force, cfg.resume)  # type: ignore[arg-type]
+        if cfg.resume and ckpt_path is None:
+            raise EffnetError("--resume needs --output: the run folder holding last.pt")
+        ck = load_checkpoint(ckpt_path) if cfg.resume and ckpt_path and ckpt_path.exists() else None
+        saved_recipe = _saved_recipe(ck)
+        if saved_recipe is not None and cfg.recipe == AUTO:  # a resumed run keeps its recipe
+            recipe = cfg.resolved_recipe(base=saved_recipe)
+        else:
+            recipe = cfg.resolved_recipe(total_steps, total_steps / steps_per_epoch)
+        if ck is not None:  # before anything is written: refuse what cannot be honoured
+            _check_resume(ck, recipe, cfg, ckpt_path)
+
+        # ---- model, optimizer, schedule, EMA
+        bn_momentum = cfg.bn_momentum if cfg.bn_momentum is not None else recipe.bn_momentum
+        if bn_momentum is not None:
+            set_bn_momentum(model, bn_momentum)
+        model.to(device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        saved_lr = ck.get("lr") if ck is not None else None
+        lr = (cfg.lr if cfg.lr is not None else saved_lr if saved_lr is not None
+              else recipe.lr(cfg.batch_size))
+        optimizer = create_optimizer(model, recipe.optimizer, lr, recipe.weight_decay,
+                                     recipe.momentum)
+        mult = LRMultiplier(recipe.schedule, total_steps, steps_per_epoch,
+                            warmup_steps=recipe.warmup_steps(total_steps, steps_per_epoch),
+                            decay_rate=recipe.decay_rate, decay_epochs=recipe.decay_epochs)
+        scheduler = create_scheduler(optimizer, mult)
+        ema = create_ema(model, recipe.ema_decay) if recipe.ema_decay > 0 else None
+        amp_dtype = _amp_dtype(cfg.amp, device)
+        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+
+        start_epoch, start_batch, step, best_top1, best_epoch = 0, 0, 0, None, None
+        history: list[dict] = []
+        step_losses: list[float] = []
+        wall_before = 0.0
+        resumed_sums = None
+        sums, seen = torch.zeros(3, dtype=torch.float64), 0
+        if cfg.resume:
+            if ck is not None:
+                try:
+                    model.load_state_dict(ck["model"])
+                except RuntimeError as err:
+                    raise EffnetError(f"{ckpt_path} does not fit this model "
+                                      f"({str(err).splitlines()[0]}): use the same --model, or a "
+                                      "new --output") from None
+                optimizer.load_state_dict(ck["optimizer"])
+                scheduler.load_state_dict(ck["scheduler"])
+                scheduler.lr_lambdas = [mult] * len(optimizer.param_groups)  # this run's schedule
+                if saved_lr is not None and lr != saved_lr:  # a changed --lr: from the next step on
+                    scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+                    for g in optimizer.param_groups:
+                        g["initial_lr"], g["lr"] = lr, lr * mult(scheduler.last_epoch)
+                    log(f"--lr changed on resume: {saved_lr:g} -> {lr:g} from step "
+                        f"{ck['step'] + 1}")
+                scaler.load_state_dict(ck["scaler"])
+                if ema is not None and ck.get("ema") is not None:
+                    ema.load_state_dict(ck["ema"])
+                start_epoch, start_batch, step = ck["epoch"], ck["batch"], ck["step"]
+                best_top1, best_epoch = ck.get("best_top1"), ck.get("best_epoch")
+                history, step_losses = ck.get("history", []), ck.get("step_losses", [])
+                wall_before = ck.get("wall_s", 0.0)
+                resumed_sums = ck.get("epoch_sums")
+                rngs = ck.get("rng", [])
+                if len(rngs) == info.world_size:
+                    set_rng_state(rngs[info.rank])
+                log(f"resumed from {ckpt_path}: epoch {start_epoch}, step {step}")
+            else:
+                log(f"no checkpoint in {cfg.output}: starting a new run")
+        if out is not None:
+            run_cfg = {f.name: getattr(cfg, f.name) for f in fields(cfg)
+                       if f.name not in ("log", "on_epoch")}
+            run_cfg["recipe"] = recipe.as_dict()
+            run_cfg.update(lr=lr, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                           world_size=info.world_size)
+            atomic_write_json(out / "config.json", json.loads(json.dumps(run_cfg, default=str)))
+
+        train_model: nn.Module = model
+        if info.enabled:
+            train_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        if cfg.compile:
+            train_model = torch.compile(train_model)
+
+        if cfg.tensorboard and out is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out / "tensorboard"))
+
+        def checkpoint(epoch: int, batch: int) -> None:
+            rngs = _gather(rng_state(), info)
+            if out is None:
+                return
+            state = {"model": model.state_dict(), "ema": ema.state_dict() if ema else None,
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict(), "rng": rngs, "epoch": epoch, "batch": batch,
+                     "step": step, "best_top1": best_top1, "best_epoch": best_epoch,
+                     "history": history, "step_losses": step_losses,
+                     "epoch_sums": (sums.clone(), seen) if batch else None,
+                     "wall_s": wall_before + time.perf_counter() - t_start,
+                     "recipe": recipe.as_dict(), "lr": lr, "batch_size": cfg.batch_size,
+                     "seed": cfg.seed}
+            save_checkpoint(out / "last.pt", state)
+
+        # the EMA is evaluated (and selected) only once it has averaged over its window
+        ema_min_steps = math.ceil(1 / (1 - recipe.ema_decay) - 1e-6) if ema is not None else 0
+        use_ema = ema is not None and step >= ema_min_steps
+        eval_model = ema.module if use_ema and ema is not None else model
+        if ema is not None and total_steps < ema_min_steps:
+            log(f"EMA {recipe.ema_decay:g} averages over ~{ema_min_steps} steps, more than this "
+                f"run's {total_steps}: the raw weights are evaluated and saved")
+        t_start = time.perf_counter()
+        model.train()
         for epoch in range(start_epoch, epochs):
             if step >= total_steps:
                 break
@@ -411,7 +450,10 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
                     generator=torch.Generator().manual_seed(cfg.seed + epoch))
             n_batches = min(steps_per_epoch, total_steps - step + skip)
             bar = None
-            if cfg.progress and info.is_main:
+            # a bar on a terminal; into a log file, a line every PROGRESS_EVERY_S seconds
+            lines = cfg.progress and info.is_main and not sys.stderr.isatty()
+            last_line = time.perf_counter()
+            if cfg.progress and info.is_main and not lines:
                 from tqdm.auto import tqdm
 
                 bar = tqdm(total=n_batches, initial=skip, desc=f"epoch {epoch + 1}/{epochs}",
@@ -470,6 +512,11 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
                                         acc=f"{float(sums[1] / sums[2]):.3f}",
                                         lr=f"{optimizer.param_groups[0]['lr']:.2e}",
                                         img_s=f"{seen / dt:.0f}", refresh=False)
+                elif lines and time.perf_counter() - last_line >= PROGRESS_EVERY_S:
+                    last_line = time.perf_counter()
+                    log(f"epoch {epoch + 1}/{epochs}: step {b + 1}/{n_batches} "
+                        f"loss={float(sums[0] / sums[2]):.4f} acc={float(sums[1] / sums[2]):.3f} "
+                        f"img_s={seen / max(1e-9, last_line - t_epoch):.0f}")
                 if writer is not None and step % 50 == 0:
                     writer.add_scalar("train/loss", step_loss, step)
                     writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
@@ -491,10 +538,12 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
                 ev = dict(batch_size=max(per_proc, 64), device=device, amp_dtype=amp_dtype,
                           channels_last=cfg.channels_last, num_workers=cfg.num_workers,
                           info=info)
+                use_ema = ema is not None and step >= ema_min_steps
+                eval_model = ema.module if use_ema and ema is not None else model
                 if val_data is not None:
                     v = evaluate(eval_model, val_data, **ev)
                     row.update(val_loss=v["loss"], val_top1=v["top1"], val_top5=v["top5"])
-                    if ema is not None:
+                    if use_ema:
                         row["val_top1_raw"] = evaluate(model, val_data, **ev)["top1"]
                 if test_data is not None:
                     t = evaluate(eval_model, test_data, **ev)
@@ -517,25 +566,45 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
             checkpoint(epoch + 1, 0)
             if cfg.on_epoch is not None:
                 cfg.on_epoch(dict(row))
+
+        wall = wall_before + time.perf_counter() - t_start
+        final = history[-1] if history else {}
+        best_row = next((r for r in history if r["epoch"] == best_epoch), final)
+        if out is not None:
+            if best_top1 is None:  # no validation data: the final weights are the best we know
+                _save_best(eval_model, out, _weights_meta(model, cfg))
+            save_weights(eval_model, out / "final.safetensors", _weights_meta(model, cfg))
+            atomic_write_json(out / "summary.json", _summary(model, cfg, recipe, history, final,
+                                                             best_row, best_epoch, step, wall))
     finally:
         if writer is not None:
             writer.close()
-
-    wall = wall_before + time.perf_counter() - t_start
-    final = history[-1] if history else {}
-    best_row = next((r for r in history if r["epoch"] == best_epoch), final)
-    if out is not None:
-        if best_top1 is None:  # no validation data: the final weights are the best we know
-            _save_best(eval_model, out, _weights_meta(model, cfg))
-        save_weights(eval_model, out / "final.safetensors", _weights_meta(model, cfg))
-        atomic_write_json(out / "summary.json", _summary(model, cfg, recipe, history, final,
-                                                         best_row, best_epoch, step, wall))
+        if lock is not None:
+            lock.release()
     D.barrier(info)
     return FitResult(val_top1=final.get("val_top1"), val_top5=final.get("val_top5"),
                      best_top1=best_top1, best_epoch=best_epoch,
                      test_top1=final.get("test_top1"), epochs=len(history), steps=step,
                      wall_s=wall, history=history, step_losses=step_losses, model=model,
                      ema_model=ema.module if ema is not None else None, output=out)
+
+
+def _saved_recipe(ck: dict | None) -> Recipe | None:
+    """The Recipe a checkpoint was trained with (None for checkpoints without one)."""
+    return Recipe.from_dict(ck.get("recipe") if ck is not None else None)
+
+
+def _check_resume(ck: dict, recipe: Recipe, cfg: TrainConfig, where: Path | None) -> None:
+    """Refuse a resume with another recipe, optimizer setting, batch size or seed (one line)."""
+    saved = _saved_recipe(ck)
+    if saved is not None:
+        check_resume_settings({"recipe": saved.name}, {"recipe": recipe.name}, str(where))
+        settings = ("optimizer", "weight_decay", "momentum", "warmup_epochs", "schedule",
+                    "label_smoothing", "ema_decay", "decay_rate", "decay_epochs")
+        check_resume_settings({k: getattr(saved, k) for k in settings},
+                              {k: getattr(recipe, k) for k in settings}, str(where))
+    check_resume_settings({k: ck[k] for k in ("batch_size", "seed") if k in ck},
+                          {"batch_size": cfg.batch_size, "seed": cfg.seed}, str(where))
 
 
 def _gather(obj: Any, info: D.DistInfo) -> list:

@@ -96,6 +96,9 @@ def set_padding(model: nn.Module, padding: str) -> None:
 
 def set_bn_eps(model: nn.Module, eps: float) -> None:
     """Set the epsilon of every batch norm (TF and TF ports: 1e-3; timm, torchvision: 1e-5)."""
+    if not 0.0 < float(eps) < 1.0:  # also refuses NaN
+        raise EffnetError(f"BN eps {eps} is outside (0, 1): use 1e-3 (TF ports) or 1e-5 (timm, "
+                          "torchvision); fix the checkpoint's bn_eps metadata")
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eps = float(eps)

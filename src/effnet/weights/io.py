@@ -187,9 +187,9 @@ def _read_file(path: Path) -> Checkpoint:
             text = _first_line(err)
             if "Unsupported global" in str(err):
                 raise EffnetError(
-                    f"{path} holds Python objects besides tensors, which effnet does not "
-                    "unpickle: save only the model's state_dict (torch.save(model.state_dict(), "
-                    "f)) or convert it with `effnet convert`") from None
+                    f"{path} holds Python objects besides tensors, which effnet never unpickles "
+                    "(effnet convert neither): where it was made, save only the state dict "
+                    "(torch.save(model.state_dict(), f)) or safetensors") from None
             raise EffnetError(f"cannot read checkpoint {path}: {problem} ({text})") from None
     return Checkpoint(_as_state_dict(state, str(path)), str(path), path=path, metadata=metadata,
                       name_hint=path.name)
