@@ -8,7 +8,7 @@ from typing import Any
 
 from .nn.layers import PADDING_MODES, TF_BN_EPS
 from .nn.model import EfficientNet
-from .scaling import CompoundScaling, scale
+from .scaling import CompoundScaling, eval_crop_pct
 from .weights import PACKAGED, is_pretrained_dir, load_weights, read_config
 from .weights.io import pretrained_cfg_from_config, spec_from_config
 from .zoo import MODELS, canonical_name
@@ -64,15 +64,11 @@ def create_model(name: str | None = None, pretrained: Any = None, num_classes: i
     if phi is not None:
         if entry.width_mult != 1.0 or entry.depth_mult != 1.0:
             raise ValueError(f"phi scales a baseline: use name='b0' or 'lite0', not {name!r}")
-        coeffs = (scaling or CompoundScaling()).coefficients(phi, entry.resolution)
-        spec = scale(entry.base, coeffs.width_mult, coeffs.depth_mult).with_(
-            name=f"{entry.name}-phi{phi:g}")
-        spec.meta.update(phi=float(phi), base=entry.name)
-        if scaling is not None:
-            spec.meta["scaling"] = {"alpha": scaling.alpha, "beta": scaling.beta,
-                                    "gamma": scaling.gamma}
-        cfg["input_size"] = (3, coeffs.resolution, coeffs.resolution)
-        cfg["crop_pct"] = round(coeffs.resolution / (coeffs.resolution + 32), 3)
+        scaling = scaling or CompoundScaling()
+        resolution = scaling.coefficients(phi, entry.resolution).resolution
+        spec = scaling.scale(entry.base, phi, base_name=entry.name)
+        cfg["input_size"] = (3, resolution, resolution)
+        cfg["crop_pct"] = eval_crop_pct(resolution)
     else:
         spec = entry.spec
     if kwargs:

@@ -258,7 +258,6 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
     from .. import __version__
 
     spec = model.spec
-    meta = dict(spec.meta)
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     config: dict[str, Any] = {
         "format": FORMAT_NAME,
@@ -273,11 +272,12 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
         "drop_path_rate": _drop_path_rate(model),
         "features_only": model.features_only,
     }
-    if "phi" in meta:
-        config["phi"] = meta["phi"]
-        config["base"] = meta.get("base")
-        if "scaling" in meta:
-            config["scaling"] = meta["scaling"]
+    if spec.phi is not None:
+        config["phi"] = spec.phi
+        config["base"] = spec.base
+        if spec.coefficients is not None:
+            config["scaling"] = dict(zip(("alpha", "beta", "gamma"), spec.coefficients,
+                                         strict=True))
     if model.features_only:
         config["out_indices"] = list(model.out_indices)
     config["pretrained_cfg"] = _jsonable(cfg)
@@ -302,7 +302,11 @@ def spec_from_config(config: Mapping[str, Any]):
     try:
         fields = dict(config["spec"])
         fields["stages"] = tuple(StageSpec(**s) for s in fields["stages"])
-        fields["meta"] = dict(fields.get("meta") or {})
+        legacy = fields.pop("meta", None) or {}  # effnet <= 0.1 kept phi and base in a dict
+        for key in ("phi", "base"):
+            fields.setdefault(key, legacy.get(key))
+        if fields.get("coefficients") is not None:
+            fields["coefficients"] = tuple(fields["coefficients"])
         return NetworkSpec(**fields)
     except (KeyError, TypeError, ValueError) as err:
         raise EffnetError(f"the config's network spec is damaged ({_first_line(err)}): save the "
