@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -127,9 +128,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_notices(show: Callable[..., None]) -> Callable[..., None]:
+    """A warnings.showwarning that prints effnet's notices as one 'effnet: note:' line."""
+    from .weights import WeightsAdaptedWarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, WeightsAdaptedWarning):
+            print(f"effnet: note: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `effnet` command."""
     args = build_parser().parse_args(argv)
+    show = warnings.showwarning
+    warnings.showwarning = _one_line_notices(show)
     try:
         return args.func(args)
     except (ValueError, OSError, RuntimeError, EffnetError) as err:
@@ -139,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("effnet: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show
 
 
 if __name__ == "__main__":

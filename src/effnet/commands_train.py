@@ -183,18 +183,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _pretrained_model(name: str, pretrained: str, kwargs: dict):
-    """create_model with weights; a classifier of another size is replaced (fine-tuning)."""
+    """create_model with weights; a classifier or input conv of another size is adapted (timm's
+    rule, with a notice): see `effnet.weights.load_weights`."""
     from .model_factory import create_model
 
-    try:
-        return create_model(name, pretrained=pretrained, **kwargs)
-    except (ValueError, RuntimeError, KeyError) as first:
-        num_classes = kwargs.pop("num_classes")
-        try:
-            model = create_model(name, pretrained=pretrained, **kwargs)
-        except (ValueError, RuntimeError, KeyError):
-            raise EffnetError(f"cannot load --pretrained {pretrained!r} into {name}: "
-                              f"{str(first).splitlines()[0]}") from None
-        model.reset_classifier(num_classes)
-        model.pretrained_cfg["num_classes"] = num_classes
-        return model
+    return create_model(name, pretrained=pretrained, **kwargs)

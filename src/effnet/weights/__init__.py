@@ -39,6 +39,8 @@ __all__ = [
     "LAYOUTS",
     "PACKAGED",
     "LoadResult",
+    "WeightsAdaptedWarning",
+    "adapt_input_conv",
     "is_pretrained_dir",
     "load_weights",
     "packaged_weights_path",
@@ -53,19 +55,80 @@ _SHOW = 3  # how many tensors of each kind an error message names
 _BLOCK_KEY = re.compile(r"((?:blocks\.\d+\.\d+|features\.\d+\.\d+\.block|_blocks\.\d+))\.")
 
 
+class WeightsAdaptedWarning(UserWarning):
+    """A checkpoint was adapted to the model (classifier re-initialised or input conv adapted)."""
+
+
 @dataclass(frozen=True)
 class LoadResult:
-    """What `load_weights` did: the layout it read and the numerics it set."""
+    """What `load_weights` did: the layout it read, the numerics it set and what it adapted."""
 
     layout: str
     source: str
     num_tensors: int
     padding: str
     bn_eps: float
+    adapted: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return (f"{self.source}: layout {self.layout}, {self.num_tensors} tensors, "
+        text = (f"{self.source}: layout {self.layout}, {self.num_tensors} tensors, "
                 f"padding {self.padding}, BN eps {self.bn_eps:g}")
+        return "; ".join((text, *self.adapted))
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """First-conv weights for `in_chans` input channels from weights trained on others.
+
+    One channel: the sum over the trained channels (a grey image is the same
+    value in every channel). More: the trained channels repeated and cut to
+    `in_chans`, scaled by trained/in_chans so the response to a constant image
+    keeps its size. The rule of timm's `adapt_input_conv`.
+    """
+    trained = weight.shape[1]
+    if in_chans == trained:
+        return weight
+    w = weight.float()
+    if in_chans == 1:
+        w = w.sum(dim=1, keepdim=True)
+    else:
+        repeats = -(-in_chans // trained)
+        w = w.repeat(1, repeats, 1, 1)[:, :in_chans] * (trained / in_chans)
+    return w.to(weight.dtype)
+
+
+def _adapt(mapped: dict[str, torch.Tensor], model: nn.Module,
+           expected: dict[str, torch.Tensor]) -> tuple[str, ...]:
+    """Fit the input conv and the classifier to the model in place, as timm's load_pretrained.
+
+    Returns one line per change. Only done when the rest of the network fits:
+    the classifier's input width must match, and the stem differ only in input channels.
+    """
+    notes = []
+    key = "stem.conv.weight"
+    w, e = mapped.get(key), expected.get(key)
+    if w is not None and e is not None and w.shape != e.shape and w.ndim == 4 and \
+            (w.shape[0], *w.shape[2:]) == (e.shape[0], *e.shape[2:]):
+        mapped[key] = adapt_input_conv(w, e.shape[1])
+        how = "summed" if e.shape[1] == 1 else "repeated"
+        notes.append(f"input conv adapted from {w.shape[1]} to {e.shape[1]} channel(s) "
+                     f"({how} over channels)")
+    if getattr(model, "features_only", False):
+        return tuple(notes)
+    ours = {k: v for k, v in expected.items() if k.startswith("classifier.")}
+    theirs = {k: v for k, v in mapped.items() if k.startswith("classifier.")}
+    width = getattr(model, "num_features", None)
+    fits_width = all(v.ndim != 2 or v.shape[1] == width for v in theirs.values())
+    same = ours.keys() == theirs.keys() and all(v.shape == ours[k].shape
+                                                for k, v in theirs.items())
+    if not same and fits_width:
+        for k in theirs:
+            del mapped[k]
+        classes = int(theirs["classifier.bias"].shape[0]) if "classifier.bias" in theirs else 0
+        notes.append(f"classifier of {classes} classes not loaded: {model.num_classes} "
+                     "classes, freshly initialised (fine-tune it)")
+        for k, v in ours.items():
+            mapped[k] = v  # keep the model's own initialisation
+    return tuple(notes)
 
 
 def set_padding(model: nn.Module, padding: str) -> None:
@@ -135,12 +198,15 @@ def _model_name(model: nn.Module) -> str:
     return str(getattr(model, "model_name", None) or model.spec.name)
 
 
-def _map_to_model(state: dict[str, torch.Tensor], layout: str, model: nn.Module
+def _map_to_model(state: dict[str, torch.Tensor], layout: str, model: nn.Module,
+                  adapted: list[str] | None = None
                   ) -> tuple[dict[str, torch.Tensor], list[str], list[str], list[str]]:
     """Rename `state` to effnet keys and compare with the model.
 
     Returns (mapped tensors, missing, unexpected, misshaped) where the lists
     hold readable descriptions (unexpected ones under their source names).
+    With a list for `adapted`, the input conv and the classifier are fitted
+    to the model (see `_adapt`) and what changed is appended to it.
     """
     names = key_map(layout, state, model)
     expected = model.state_dict()
@@ -158,6 +224,8 @@ def _map_to_model(state: dict[str, torch.Tensor], layout: str, model: nn.Module
         mapped = {k: v for k, v in mapped.items() if k in expected or not (
             k.startswith(("head.", "classifier.")) or
             (k.startswith("blocks.") and int(k.split(".")[1]) >= kept))}
+    if adapted is not None:
+        adapted += _adapt(mapped, model, expected)
     source_of = {new: key for key, new in names.items()}
     unexpected += [source_of.get(k, k) for k in mapped if k not in expected]
     missing = [k for k in expected if k not in mapped and not k.endswith("num_batches_tracked")]
@@ -200,20 +268,10 @@ def _mismatch_error(ckpt: Checkpoint, layout: str, how: str, model: nn.Module,
     parts = [_listing(kind, items) for kind, items in
              (("missing", missing), ("unexpected", unexpected), ("misshaped", misshaped)) if items]
     name = _model_name(model)
-    source_key = {new: key for key, new in key_map(layout, ckpt.state_dict, model).items()}
-    classifier = ckpt.state_dict.get(source_key.get("classifier.weight", ""))
-    classes = int(classifier.shape[0]) if classifier is not None else 0
-    classifier_only = all(m.startswith("classifier.") for m in missing + misshaped) and all(
-        source_key.get("classifier.weight") == u or source_key.get("classifier.bias") == u
-        for u in unexpected)
-    if classifier_only:
-        fix = (f"the checkpoint has {classes} classes: create the model with "
-               f"num_classes={classes} (then model.reset_classifier(n) to fine-tune)")
-    else:
-        fits = _fitting_models(ckpt.state_dict, layout, model)
-        fix = (f"it fits {', '.join(repr(f) for f in fits)}: create that model instead" if fits
-               else "check the model name and that this is an EfficientNet checkpoint of the "
-                    "detected layout")
+    fits = _fitting_models(ckpt.state_dict, layout, model)
+    fix = (f"it fits {', '.join(repr(f) for f in fits)}: create that model instead" if fits
+           else "check the model name and that this is an EfficientNet checkpoint of the "
+                "detected layout")
     return EffnetError(f"checkpoint {ckpt.description} does not fit model {name!r} "
                        f"({how} layout {layout}): {'; '.join(parts)}. {fix}")
 
@@ -248,7 +306,8 @@ def load_weights(model: nn.Module, source: Any, layout: str = "auto") -> LoadRes
         if family is not None and family != FAMILY[layout]:
             raise EffnetError(f"layout={layout!r} was given, but {ckpt.description} has "
                               f"{family} keys: use layout='auto'")
-    mapped, missing, unexpected, misshaped = _map_to_model(state, layout, model)
+    adapted: list[str] = []
+    mapped, missing, unexpected, misshaped = _map_to_model(state, layout, model, adapted)
     if missing or unexpected or misshaped:
         raise _mismatch_error(ckpt, layout, how, model, missing, unexpected, misshaped)
 
@@ -267,6 +326,12 @@ def load_weights(model: nn.Module, source: Any, layout: str = "auto") -> LoadRes
     if config and config.get("pretrained_cfg"):
         cfg = pretrained_cfg_from_config(config)
         cfg["num_classes"] = model.num_classes
-        model.pretrained_cfg = model.default_cfg = cfg
-    return LoadResult(layout, ckpt.description, len(mapped), getattr(model, "padding", "?"),
-                      float(getattr(model, "bn_eps", eps or 0.0)))
+        if "input_size" in cfg:
+            cfg["input_size"] = (model.in_chans, *cfg["input_size"][1:])
+        if any(a.startswith("classifier") for a in adapted):
+            cfg.pop("label_names", None)  # the trained classes are gone with the classifier
+        model.pretrained_cfg = cfg
+    for note in adapted:
+        warnings.warn(f"{ckpt.description}: {note}", WeightsAdaptedWarning, stacklevel=2)
+    return LoadResult(layout, ckpt.description, len(mapped), model.padding, float(model.bn_eps),
+                      tuple(adapted))

@@ -240,19 +240,6 @@ def _as_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
 # effnet's own format
 
 
-def _drop_path_rate(model: torch.nn.Module) -> float:
-    """The model's stochastic-depth rate, read back from its blocks (rate * i / N per block)."""
-    from ..nn.layers import DropPath
-
-    blocks = [b for stage in model.blocks for b in stage]
-    total = model.spec.num_blocks
-    for i, block in enumerate(blocks):
-        for m in block.modules():
-            if isinstance(m, DropPath) and m.p > 0 and i > 0:
-                return round(m.p * total / i, 6)
-    return 0.0
-
-
 def model_config(model: torch.nn.Module) -> dict[str, Any]:
     """The config.json content describing how to rebuild `model`."""
     from .. import __version__
@@ -269,7 +256,7 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
         "padding": model.padding,
         "bn_eps": model.bn_eps,
         "drop_rate": model.drop_rate,
-        "drop_path_rate": _drop_path_rate(model),
+        "drop_path_rate": model.drop_path_rate,
         "features_only": model.features_only,
     }
     if spec.phi is not None:
