@@ -11,8 +11,14 @@ from .nn.layers import PADDING_MODES, TF_BN_EPS
 from .nn.model import EfficientNet
 from .scaling import CompoundScaling, eval_crop_pct
 from .spec import NetworkSpec
-from .weights import PACKAGED, is_pretrained_dir, load_weights, read_config
-from .weights.io import pretrained_cfg_from_config, spec_from_config
+from .weights.load import load_weights
+from .weights.pretrained import (
+    is_pretrained_dir,
+    pretrained_cfg_from_config,
+    read_config,
+    spec_from_config,
+)
+from .weights.read import PACKAGED
 from .zoo import MODELS, canonical_name
 
 Model = EfficientNet | EfficientNetFeatures

@@ -21,8 +21,9 @@ from PIL import Image, UnidentifiedImageError
 
 from .data.transforms import eval_transform
 from .errors import EffnetError
+from .io_utils import first_line
 from .model_factory import create_model
-from .weights import is_pretrained_dir
+from .weights.pretrained import is_pretrained_dir
 
 RUNTIMES = ("torch", "onnxruntime")
 
@@ -54,8 +55,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     except FileNotFoundError:
         raise EffnetError(f"image {path} not found") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise EffnetError(f"cannot decode image {path}: {reason}") from None
+        raise EffnetError(f"cannot decode image {path}: {first_line(err)}") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

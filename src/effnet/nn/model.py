@@ -21,6 +21,7 @@ from torch import nn
 from ..errors import EffnetError
 from ..spec import NetworkSpec
 from .blocks import BLOCKS
+from .efficient import set_grad_checkpointing, set_memory_efficient
 from .layers import TF_BN_EPS, TF_BN_MOMENTUM, ConvBNAct
 
 
@@ -126,8 +127,6 @@ class Trunk(nn.Module):
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> nn.Module:
         """Activation checkpointing per stage: keep stage inputs, recompute the rest in backward."""
-        from .efficient import set_grad_checkpointing
-
         set_grad_checkpointing(self.blocks, enable)
         self.grad_checkpointing = enable
         return self
@@ -138,8 +137,6 @@ class Trunk(nn.Module):
 
         Same outputs, gradients and state dict; see :mod:`effnet.nn.efficient`.
         """
-        from .efficient import set_memory_efficient
-
         return set_memory_efficient(self, enable)
 
     @torch.jit.ignore
@@ -148,7 +145,7 @@ class Trunk(nn.Module):
 
         `effnet.create_model(pretrained=directory)` rebuilds the model from it.
         """
-        from ..weights.io import save_pretrained
+        from ..weights.pretrained import save_pretrained
 
         return save_pretrained(self, directory)
 
