@@ -16,7 +16,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .weights import load_weights
 
     model = create_model(args.model, num_classes=args.num_classes)
-    result = load_weights(model, args.source, layout=args.layout)
+    result = load_weights(model, args.source, layout=args.layout, adapt=False)
+    if args.to != "effnet":  # timm's or torchvision's layout
+        from .weights.convert import save_foreign
+
+        print(f"read   {result}\nwrote  {save_foreign(model, args.output, args.to)}")
+        return 0
     out = model.save_pretrained(args.output)
     print(f"read   {result}")
     print(f"wrote  {out}/model.safetensors and {out}/config.json "
@@ -127,6 +132,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS))
     p.add_argument("--num-classes", type=int, default=None,
                    help="classes of the checkpoint's classifier (default 1000)")
+    p.add_argument("--to", choices=("effnet", "timm", "torchvision"), default="effnet",
+                   help="layout to write: effnet (default), or timm's / torchvision's "
+                        "(OUTPUT/<architecture>.safetensors)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("export", help="export to ONNX (dynamic batch) or TorchScript")

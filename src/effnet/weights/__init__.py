@@ -21,11 +21,13 @@ _EXPORTS: dict[str, str] = {
     "LoadResult": "load",
     "WeightsAdaptedWarning": "load",
     "adapt_input_conv": "load",
+    "foreign_state_dict": "convert",
     "is_pretrained_dir": "pretrained",
     "load_weights": "load",
     "packaged_weights_path": "read",
     "read_checkpoint": "read",
     "read_config": "pretrained",
+    "save_foreign": "convert",
     "save_pretrained": "pretrained",
     "set_bn_eps": "load",
     "set_padding": "load",
@@ -37,17 +39,20 @@ __all__ = [
     "LoadResult",
     "WeightsAdaptedWarning",
     "adapt_input_conv",
+    "foreign_state_dict",
     "is_pretrained_dir",
     "load_weights",
     "packaged_weights_path",
     "read_checkpoint",
     "read_config",
+    "save_foreign",
     "save_pretrained",
     "set_bn_eps",
     "set_padding",
 ]
 
 if TYPE_CHECKING:
+    from .convert import foreign_state_dict, save_foreign
     from .layouts import LAYOUTS
     from .load import (
         LoadResult,

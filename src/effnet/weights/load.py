@@ -243,15 +243,26 @@ def _mismatch_error(ckpt: Checkpoint, layout: str, how: str, model: nn.Module,
     parts = [_listing(kind, items) for kind, items in
              (("missing", missing), ("unexpected", unexpected), ("misshaped", misshaped)) if items]
     name = _model_name(model)
-    fits = _fitting_models(ckpt.state_dict, layout, model)
-    fix = (f"it fits {', '.join(repr(f) for f in fits)}: create that model instead" if fits
-           else "check the model name and that this is an EfficientNet checkpoint of the "
-                "detected layout")
+    source_key = {new: key for key, new in key_map(layout, ckpt.state_dict, model).items()}
+    classifier = ckpt.state_dict.get(source_key.get("classifier.weight", ""))
+    classes = int(classifier.shape[0]) if classifier is not None else 0
+    classifier_only = all(m.startswith("classifier.") for m in missing + misshaped) and all(
+        u in (source_key.get("classifier.weight"), source_key.get("classifier.bias"))
+        for u in unexpected)
+    if classifier_only:
+        fix = (f"the checkpoint has {classes} classes: create the model with "
+               f"num_classes={classes}, or load with adapt=True to start a new classifier")
+    else:
+        fits = _fitting_models(ckpt.state_dict, layout, model)
+        fix = (f"it fits {', '.join(repr(f) for f in fits)}: create that model instead" if fits
+               else "check the model name and that this is an EfficientNet checkpoint of the "
+                    "detected layout")
     return EffnetError(f"checkpoint {ckpt.description} does not fit model {name!r} "
                        f"({how} layout {layout}): {'; '.join(parts)}. {fix}")
 
 
-def load_weights(model: nn.Module, source: Any, layout: str = "auto") -> LoadResult:
+def load_weights(model: nn.Module, source: Any, layout: str = "auto",
+                 adapt: bool = True) -> LoadResult:
     """Load a checkpoint into an effnet model, all tensors or none.
 
     `source`: a file path (.pth/.pt/.bin/.safetensors), a `save_pretrained`
@@ -262,6 +273,11 @@ def load_weights(model: nn.Module, source: Any, layout: str = "auto") -> LoadRes
     timm checkpoints are told apart by their file name (`tf_` prefix), else by
     the model's padding, with a warning. TF-ported layouts switch the model to
     padding='same'; every layout sets the BN eps its weights were trained with.
+
+    With `adapt` (the default, as timm's `load_pretrained`), a classifier of
+    another size is left freshly initialised and a first conv trained on other
+    input channels is summed or repeated over them, each with a one-line
+    `WeightsAdaptedWarning`; without it they are errors.
     """
     if layout not in ("auto", *LAYOUTS):
         raise EffnetError(f"unknown layout {layout!r}: use 'auto' or one of {', '.join(LAYOUTS)}")
@@ -282,7 +298,8 @@ def load_weights(model: nn.Module, source: Any, layout: str = "auto") -> LoadRes
             raise EffnetError(f"layout={layout!r} was given, but {ckpt.description} has "
                               f"{family} keys: use layout='auto'")
     adapted: list[str] = []
-    mapped, missing, unexpected, misshaped = _map_to_model(state, layout, model, adapted)
+    mapped, missing, unexpected, misshaped = _map_to_model(state, layout, model,
+                                                           adapted if adapt else None)
     if missing or unexpected or misshaped:
         raise _mismatch_error(ckpt, layout, how, model, missing, unexpected, misshaped)
 
