@@ -11,6 +11,7 @@ import torch
 
 from . import commands_bench, commands_io, commands_search, commands_train
 from .errors import EffnetError
+from .io_utils import first_line
 from .model_factory import create_model, list_models
 from .profile import count_macs, count_params, profile
 from .scaling import CompoundScaling
@@ -148,13 +149,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _one_line_notices(show)
     try:
         return args.func(args)
-    except (ValueError, OSError, RuntimeError, EffnetError) as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"effnet: error: {msg}", file=sys.stderr)
+    # Mistakes a user can make, and the machine refusing (missing file, full disk, device out of
+    # memory): one line, exit 2. ValueError is what the library raises for bad arguments
+    # (EffnetError is one). Anything else is a bug in effnet: its traceback shows.
+    except (EffnetError, ValueError, OSError, torch.OutOfMemoryError) as err:
+        print(f"effnet: error: {first_line(err, limit=2000)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("effnet: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        print("effnet: internal error (a bug, not your input): please report it with the command "
+              "line and the traceback below", file=sys.stderr)
+        raise
     finally:
         warnings.showwarning = show
 
