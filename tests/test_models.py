@@ -77,7 +77,8 @@ def test_same_outputs_as_timm_tf_efficientnet_b0_same_padding(size):
 
 
 def test_symmetric_padding_differs_from_tf_same():
-    """The TF port needs 'same' padding: symmetric padding gives other outputs (FACTS.md)."""
+    """The TF port needs 'same' padding: symmetric padding gives other outputs (TF SAME pads
+    stride-2 convs asymmetrically at even sizes, as timm's Conv2dSame does)."""
     ref = timm.create_model("tf_efficientnet_b0", pretrained=False)
     with pytest.raises(AssertionError):
         _compare(effnet.create_model("b0", padding="symmetric"), ref, 224)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from .data.registry import DATASET_FACTS
 from .errors import EffnetError
 
 RECIPE_HELP = ("paper: Section 5.2 (RMSprop TF-style, lr 0.016/256 images, 5 warm-up epochs, "
@@ -89,7 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
-SMALL_DATASETS = {"fashion-mnist": 1, "cifar10": 3, "cifar100": 3}
+# Input channels of the small datasets (effnet.data.registry, the one table of dataset facts).
+SMALL_DATASETS = {name: facts.in_chans for name, facts in DATASET_FACTS.items()}
 
 
 def cmd_train(args: argparse.Namespace) -> int:

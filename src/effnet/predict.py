@@ -15,13 +15,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from .data.images import IMG_EXTENSIONS, load_image
 from .data.transforms import eval_transform
 from .errors import EffnetError
-from .io_utils import first_line
 from .model_factory import create_model
 from .weights.pretrained import is_pretrained_dir
 
@@ -40,37 +39,6 @@ def imagenet_synsets() -> tuple[str, ...]:
     """The 1000 ImageNet-1k WordNet ids (n01440764, ...); index i is class i (sorted order)."""
     text = resources.files("effnet").joinpath("data/imagenet_synsets.txt").read_text()
     return tuple(line for line in text.splitlines() if line)
-
-
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode an image file to RGB: JPEG, PNG and the rest PIL reads, greyscale, RGBA, 16-bit.
-
-    Transparent pixels are composited onto white. A file that cannot be
-    decoded raises EffnetError naming it.
-    """
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb(img)
-    except FileNotFoundError:
-        raise EffnetError(f"image {path} not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise EffnetError(f"cannot decode image {path}: {first_line(err)}") from None
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """An RGB copy of any PIL image."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB") if img.mode != "RGB" else img.copy()
 
 
 @dataclass
@@ -195,8 +163,6 @@ def predict(prepared: PreparedModel, paths: Iterable[str | os.PathLike], topk: i
 
 def image_paths(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Files given on the command line; folders expand to the image files inside them."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
     out: list[Path] = []
     for item in inputs:
         path = Path(item)

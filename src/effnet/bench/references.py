@@ -13,7 +13,8 @@ from ..model_factory import create_model
 
 # Paper Table 4 (arXiv:1905.11946v5): batch 1, one core of a Xeon E5-2690, seconds.
 PAPER_TABLE4 = {"resnet152_s": 0.554, "b1_s": 0.098, "speedup": 5.7}
-# timm `efficientnet_*` and torchvision b0..b4 were trained with BN eps 1e-5 (FACTS.md).
+# timm `efficientnet_*` and torchvision b0..b4 were trained with BN eps 1e-5 (their model
+# definitions: timm's default BatchNorm2d, torchvision's `_efficientnet_conf`).
 REFERENCE_BN_EPS = 1e-5
 BASELINE = "timm"
 

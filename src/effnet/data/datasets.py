@@ -20,13 +20,13 @@ from torch.utils.data import Dataset, Subset
 
 from ..errors import EffnetError
 from .augment import train_transform
+from .images import IMG_EXTENSIONS, load_image
+from .registry import DATASETS
 from .transforms import eval_transform, normalize_stats
 
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot")
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 # ---------------------------------------------------------------- building blocks
@@ -193,18 +193,8 @@ def _check_class_dirs(root: Path) -> list[str]:
     return classes
 
 
-def load_image(path: str) -> object:
-    """Open an image as PIL RGB/L; an undecodable file raises EffnetError naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with open(path, "rb") as f:
-            img = Image.open(f)
-            img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise EffnetError(f"cannot decode image {path} ({type(err).__name__}): "
-                          "remove or replace the file") from None
-    return img.convert("L") if img.mode in ("L", "I;16", "I", "1") else img.convert("RGB")
+def _load_keeping_grey(path: str):
+    return load_image(path, keep_grey=True)
 
 
 def image_folder(root: str | Path):
@@ -213,7 +203,7 @@ def image_folder(root: str | Path):
 
     root = Path(root)
     _check_class_dirs(root)
-    return ImageFolder(str(root), loader=load_image)
+    return ImageFolder(str(root), loader=_load_keeping_grey)
 
 
 # ---------------------------------------------------------------- the factory

@@ -112,8 +112,9 @@ def _adapt(mapped: dict[str, torch.Tensor], model: nn.Module,
 def set_padding(model: nn.Module, padding: str) -> None:
     """Switch every strided conv to 'same' (TF SAME) or 'symmetric' padding, keeping its weights.
 
-    Only strided convs differ between the two (FACTS.md); the parameters are
-    moved, not copied, into the replacement conv.
+    Only strided convs differ between the two (TF's SAME rule, which timm's
+    `Conv2dSame` follows too); the parameters are moved, not copied, into the
+    replacement conv.
     """
     if padding not in PADDING_MODES:
         raise EffnetError(f"unknown padding {padding!r}: use one of {', '.join(PADDING_MODES)}")
