@@ -46,8 +46,9 @@ def randomize_bn_stats(model: torch.nn.Module, seed: int = 0) -> None:
 def transfer_by_order(src: dict[str, torch.Tensor], dst_model: torch.nn.Module) -> None:
     """Copy a reference state dict into `dst_model` tensor by tensor, checking every shape.
 
-    timm, torchvision and effnet list the same tensors in the same order (FACTS.md),
-    so the i-th tensor of one is the i-th of the other.
+    timm, torchvision and effnet list the same tensors in the same order (their model
+    definitions build the layers in the same order), so the i-th tensor of one is the
+    i-th of the other.
     """
     dst = dst_model.state_dict()
     assert len(src) == len(dst), f"{len(src)} reference tensors vs {len(dst)} in effnet"

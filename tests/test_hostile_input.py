@@ -81,7 +81,7 @@ def test_eval_refuses_folders_matching_no_class_name_unless_sorted(cat_dog, tmp_
 
 # ---------------------------------------------------------------- 8
 def test_exif_orientation_is_applied(tmp_path):
-    from effnet.data.datasets import load_image as train_load
+    from effnet.data.datasets import load_train_image as train_load
     from effnet.predict import load_image
 
     upright = np.zeros((20, 40, 3), np.uint8)  # wide, with a red left half
@@ -176,7 +176,7 @@ def test_profile_at_32_px(capsys):
 
 # ---------------------------------------------------------------- 14
 def test_16_bit_and_float_images_scale_by_bit_depth(tmp_path):
-    from effnet.data.datasets import load_image as train_load
+    from effnet.data.datasets import load_train_image as train_load
     from effnet.predict import load_image
 
     dark = (np.arange(16 * 16).reshape(16, 16) % 256).astype(np.uint16) * 40  # <= 10200 of 65535
@@ -236,7 +236,7 @@ def test_size_limit_can_be_raised(monkeypatch):
 
 # ---------------------------------------------------------------- 17
 def test_decompression_bomb_is_an_undecodable_image(cat_dog, tmp_path, monkeypatch, capsys):
-    from effnet.data.datasets import load_image as train_load
+    from effnet.data.datasets import load_train_image as train_load
 
     good = _image(tmp_path / "good.png")
     Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(tmp_path / "bomb.png")

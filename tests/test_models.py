@@ -77,7 +77,8 @@ def test_same_outputs_as_timm_tf_efficientnet_b0_same_padding(size):
 
 
 def test_symmetric_padding_differs_from_tf_same():
-    """The TF port needs 'same' padding: symmetric padding gives other outputs (FACTS.md)."""
+    """The TF port needs 'same' padding: symmetric padding gives other outputs (TF SAME pads
+    stride-2 convs asymmetrically at even sizes, as timm's Conv2dSame does)."""
     ref = timm.create_model("tf_efficientnet_b0", pretrained=False)
     with pytest.raises(AssertionError):
         _compare(effnet.create_model("b0", padding="symmetric"), ref, 224)
@@ -147,11 +148,11 @@ def test_bn_settings_follow_weights():
     assert effnet.create_model("b0", bn_eps=1e-5).stem.bn.eps == 1e-5
 
 
-def test_phi_models_and_build():
+def test_phi_models():
     m = effnet.create_model("b0", phi=2.5)
     c = effnet.CompoundScaling().coefficients(2.5)
-    assert m.pretrained_cfg["input_size"][-1] == c.resolution
-    m2 = effnet.CompoundScaling().build(2.5)
+    assert m.pretrained_cfg["input_size"][-1] == c.resolution == round(224 * 1.15**2.5)
+    m2 = effnet.create_model("b0", phi=2.5, scaling=effnet.CompoundScaling(1.2, 1.1, 1.15))
     assert count_params(m) == count_params(m2)
     assert effnet.create_model("b0", phi=0).state_dict().keys() == \
         effnet.create_model("b0").state_dict().keys()

@@ -14,13 +14,10 @@ from effnet.zoo import MODELS, canonical_name
 
 
 def test_spec_and_scaling_import_no_torch():
-    # effnet/__init__ imports torch; load the pure submodules with torch made unimportable.
+    # torch made unimportable: the pure modules (and the lazy package) must not need it.
     code = (
-        "import sys, types, importlib.util\n"
+        "import sys\n"
         "sys.modules['torch'] = None\n"
-        "spec = importlib.util.find_spec('effnet')\n"
-        "pkg = types.ModuleType('effnet'); pkg.__path__ = list(spec.submodule_search_locations)\n"
-        "sys.modules['effnet'] = pkg\n"
         "import effnet.spec, effnet.scaling, effnet.zoo\n"
         "print(effnet.zoo.MODELS['b3'].spec.stages[0].out_channels)\n"
     )
@@ -139,3 +136,48 @@ def test_stage_spec_validates():
         StageSpec("mbconv", 3, 3, 6, 24, 2)
     with pytest.raises(ValueError, match="block"):
         StageSpec("conv", 3, 1, 6, 24, 2)
+
+
+def test_specs_have_no_mutable_field():
+    """A frozen spec holds only immutable values: nothing can change a shared baseline."""
+    import dataclasses
+
+    def immutable(v):
+        if isinstance(v, tuple):
+            return all(immutable(x) for x in v)
+        if dataclasses.is_dataclass(v):
+            return all(immutable(getattr(v, f.name)) for f in dataclasses.fields(v))
+        return v is None or isinstance(v, int | float | str | bool)
+
+    for spec in BASELINES.values():
+        assert immutable(spec), spec.name
+    scaled = CompoundScaling().scale(BASELINES["b0"], 1.5, base_name="b0")
+    assert immutable(scaled)
+    assert (scaled.phi, scaled.base, scaled.coefficients) == (1.5, "b0", (1.2, 1.1, 1.15))
+    assert BASELINES["b0"].phi is None and BASELINES["b0"].meta == {}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        BASELINES["b0"].phi = 1.0  # type: ignore[misc]
+
+
+def test_phi_model_leaves_baselines_and_later_models_alone(tmp_path):
+    """The issue's reproduction: a phi model must not change B0, and a plain B3 has no phi."""
+    import json
+
+    import effnet
+
+    before = BASELINES["b0"]
+    effnet.create_model("b0", phi=1.5)
+    assert BASELINES["b0"] is before and BASELINES["b0"].meta == {} and before.phi is None
+    effnet.create_model("b3").save_pretrained(tmp_path)
+    assert "phi" not in json.loads((tmp_path / "config.json").read_text())
+
+
+def test_scaling_rules_have_one_home():
+    from effnet.scaling import flops_constraint, scaled_resolution
+
+    assert scaled_resolution(224, 1.15) == 258  # round(257.6)
+    assert scaled_resolution(224, 1.15**2) == round(224 * 1.3225)
+    assert flops_constraint(1.2, 1.1, 1.15) == pytest.approx(1.2 * 1.21 * 1.3225)
+    s = CompoundScaling(1.3, 1.05, 1.1)
+    assert s.constraint == pytest.approx(1.3 * 1.05**2 * 1.1**2) == s.flops_factor
+    assert s.coefficients(2, 100).resolution == scaled_resolution(100, 1.1**2) == 121

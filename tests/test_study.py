@@ -15,11 +15,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from effnet import BASELINES, EfficientNet, scale
 from effnet.nn.blocks import Bottleneck, MBConv
-from effnet.search.trainer import ProxyData, Recipe, downsample, zero_init_residuals
+from effnet.search.trainer import ProxyData, Recipe, downsample
 from effnet.study.plan import nominal_phi, plan
 from effnet.study.presets import PRESETS, BaseNet, Budget, Preset
 from effnet.study.run import run_study
 from effnet.study.stats import compare, kendall_tau, last_quarter_gain, welch_interval
+from effnet.train.init import zero_init_last
 
 TINY_RECIPE = Recipe(epochs=1, train_size=256, val_size=128, batch_size=64, evals=2)
 TINY = Preset(name="tiny", dataset="fashion-mnist", image_size=14,
@@ -102,12 +103,12 @@ def test_zero_init_makes_every_residual_block_start_as_its_shortcut():
                 bn.bias.data.uniform_(-0.5, 0.5) if bn is not None else None
     x = torch.randn(2, 16, 8, 8)
     assert not torch.allclose(mb(x), x)
-    assert zero_init_residuals(mb) == 1
+    assert zero_init_last(mb) == 1
     # The projection's BN bias still shifts the branch: the block is x + bias.
     bias = mb.project.bn.bias.detach().view(1, -1, 1, 1)
     assert torch.allclose(mb(x), x + bias, atol=1e-6)
     xb = torch.randn(2, 32, 8, 8)
-    assert zero_init_residuals(bottleneck) == 1
+    assert zero_init_last(bottleneck) == 1
     bias = bottleneck.expand.bn.bias.detach().view(1, -1, 1, 1)
     assert torch.allclose(bottleneck(xb), F.relu(xb + bias), atol=1e-6)
 

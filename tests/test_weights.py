@@ -153,7 +153,8 @@ def test_packaged_lite0_equals_timm_with_same_weights():
     transfer_by_order(state, ref)
     model = effnet.create_model("lite0", pretrained="packaged")
     assert model.padding == "same" and model.bn_eps == _bn_eps(ref) == 1e-3
-    assert sum(p.numel() for p in model.parameters()) == 4_652_008  # FACTS.md
+    # timm's tf_efficientnet_lite0 (the same architecture) has 4,652,008 parameters too
+    assert sum(p.numel() for p in model.parameters()) == 4_652_008
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(_logits(model, x), _logits(ref, x), atol=1e-4, rtol=1e-4)
 
@@ -297,10 +298,38 @@ def test_wrong_model_cli_one_line(b0_checkpoint, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_wrong_num_classes_says_how_to_fix(b0_checkpoint):
-    with pytest.raises(EffnetError, match="has 1000 classes: create the model with "
-                                          "num_classes=1000"):
-        effnet.create_model("b0", num_classes=10, pretrained=b0_checkpoint)
+@pytest.mark.parametrize("in_chans", [1, 3, 5])
+def test_other_classes_and_channels_adapt_as_timm(b0_checkpoint, in_chans):
+    """timm's load_pretrained rule: a classifier of another size is dropped (the model keeps its
+    fresh one), the first conv is summed (1 channel) or repeated and rescaled (more channels);
+    the reference is timm's own adapt_input_conv, run here; everything else loads as is."""
+    from timm.models import adapt_input_conv
+
+    from effnet.weights import WeightsAdaptedWarning
+
+    state = torch.load(b0_checkpoint)
+    torch.manual_seed(0)
+    fresh = effnet.create_model("b0", num_classes=10, in_chans=in_chans, bn_eps=1e-5)
+    torch.manual_seed(0)
+    with pytest.warns(WeightsAdaptedWarning) as caught:
+        model = effnet.create_model("b0", num_classes=10, in_chans=in_chans,
+                                    pretrained=b0_checkpoint)
+    notes = [str(w.message) for w in caught]
+    assert len(notes) == (1 if in_chans == 3 else 2) and "classifier of 1000 classes" in notes[-1]
+    assert all("\n" not in n for n in notes)
+    ours = model.state_dict()
+    torch.testing.assert_close(ours["classifier.weight"], fresh.state_dict()["classifier.weight"])
+    torch.testing.assert_close(ours["stem.conv.weight"],
+                               adapt_input_conv(in_chans, state["conv_stem.weight"]))
+    torch.testing.assert_close(ours["blocks.6.0.project.conv.weight"],
+                               state["blocks.6.0.conv_pwl.weight"])
+    assert model.pretrained_cfg["input_size"][0] == in_chans and model.num_classes == 10
+
+
+def test_headless_model_takes_a_classifier_checkpoint(b0_checkpoint):
+    with pytest.warns(UserWarning, match="classifier of 1000 classes not loaded"):
+        model = effnet.create_model("b0", num_classes=0, pretrained=b0_checkpoint)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1280)
 
 
 def test_unknown_layout_and_wrong_explicit_layout(b0_checkpoint):

@@ -12,6 +12,7 @@ import torch
 
 from . import commands_bench, commands_io, commands_search, commands_study, commands_train
 from .errors import EffnetError
+from .io_utils import first_line
 from .model_factory import create_model, list_models
 from .profile import count_macs, count_params, profile
 from .scaling import CompoundScaling
@@ -147,10 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Python warnings as one `effnet: warning:` line, in command-line terms."""
-    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    """Python warnings as one line, in command-line terms; effnet's notices as 'note:'."""
+    from .weights import WeightsAdaptedWarning
+
+    text = first_line(message) if str(message).strip() else category.__name__
     text = re.sub(r"\blayout='([\w-]+)'", r"--layout \1", text)
-    print(f"effnet: warning: {text}", file=sys.stderr)
+    kind = "note" if issubclass(category, WeightsAdaptedWarning) else "warning"
+    print(f"effnet: {kind}: {text}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,13 +164,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return args.func(args)
-    except (ValueError, OSError, RuntimeError, EffnetError) as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"effnet: error: {msg}", file=sys.stderr)
+    # Mistakes a user can make, and the machine refusing (missing file, full disk, device out of
+    # memory): one line, exit 2. ValueError is what the library raises for bad arguments
+    # (EffnetError is one). Anything else is a bug in effnet: its traceback shows.
+    except (EffnetError, ValueError, OSError, torch.OutOfMemoryError) as err:
+        print(f"effnet: error: {first_line(err, limit=2000)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("effnet: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        print("effnet: internal error (a bug, not your input): please report it with the command "
+              "line and the traceback below", file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":

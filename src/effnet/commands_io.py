@@ -28,10 +28,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
         kwargs.update(num_classes=int(config.get("num_classes", 1000)),
                       in_chans=int(config.get("in_chans", 3)))
     model = create_model(args.model, **kwargs)
-    result = load_weights(model, source, layout=args.layout)
+    result = load_weights(model, source, layout=args.layout, adapt=False)
     if found is not None:
         model.pretrained_cfg.update(found[1], num_classes=model.num_classes)
     check_finite(model, source)
+    if args.to != "effnet":  # timm's or torchvision's layout
+        from .weights.convert import save_foreign
+
+        print(f"read   {result}\nwrote  {save_foreign(model, args.output, args.to)}")
+        return 0
     out = model.save_pretrained(args.output)
     print(f"read   {result}")
     print(f"wrote  {out}/model.safetensors and {out}/config.json "
@@ -179,6 +184,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the checkpoint's key layout (default: detected)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="classes of the checkpoint's classifier (default 1000)")
+    p.add_argument("--to", choices=("effnet", "timm", "torchvision"), default="effnet",
+                   help="layout to write: effnet (default), or timm's / torchvision's "
+                        "(OUTPUT/<architecture>.safetensors)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("export", help="export to ONNX (dynamic batch) or TorchScript")

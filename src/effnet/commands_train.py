@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from .data.registry import DATASET_FACTS
 from .errors import EffnetError
 
 RECIPE_HELP = ("auto (default): paper for runs of >= 100 epochs and >= 100,000 steps, else "
@@ -101,7 +102,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
-SMALL_DATASETS = {"fashion-mnist": 1, "cifar10": 3, "cifar100": 3}
+# Input channels of the small datasets (effnet.data.registry, the one table of dataset facts).
+SMALL_DATASETS = {name: facts.in_chans for name, facts in DATASET_FACTS.items()}
+
+
+def _initialise(model, args: argparse.Namespace, recipe) -> list[str]:
+    """The recipe's starting point for a model trained from scratch; what was done, in words."""
+    from .train.init import zero_init_head, zero_init_last
+
+    inits = []
+    if args.zero_init_head or (recipe.zero_init_head and not args.pretrained):
+        zero_init_head(model)
+        inits.append("zero classifier")
+    if recipe.zero_init_last and not args.pretrained:
+        zero_init_last(model)
+        inits.append("zero residual branches")
+    return inits
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -111,7 +127,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .data.datasets import DATASETS, build_data
     from .model_factory import create_model
     from .train import TrainConfig, fit, get_recipe
-    from .train.init import zero_init_head, zero_init_last
     from .train.recipes import AUTO
     from .zoo import MODELS, canonical_name
 
@@ -161,13 +176,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # so `effnet predict/eval --weights OUTPUT/best` need no flags
     model.pretrained_cfg.update(data.data_cfg, num_classes=data.num_classes,
                                 label_names=list(data.classes))
-    inits = []
-    if args.zero_init_head or (recipe.zero_init_head and not args.pretrained):
-        zero_init_head(model)
-        inits.append("zero classifier")
-    if recipe.zero_init_last and not args.pretrained:
-        zero_init_last(model)
-        inits.append("zero residual branches")
+    inits = _initialise(model, args, recipe)
     if args.memory_efficient:
         model.set_memory_efficient(True)
     if args.grad_checkpointing:
@@ -246,18 +255,8 @@ def _auto_recipe(args: argparse.Namespace, n_train: int, output: str):
 
 
 def _pretrained_model(name: str, pretrained: str, kwargs: dict):
-    """create_model with weights; a classifier of another size is replaced (fine-tuning)."""
+    """create_model with weights; a classifier or input conv of another size is adapted (timm's
+    rule, with a notice): see `effnet.weights.load_weights`."""
     from .model_factory import create_model
 
-    try:
-        return create_model(name, pretrained=pretrained, **kwargs)
-    except (ValueError, RuntimeError, KeyError) as first:
-        num_classes = kwargs.pop("num_classes")
-        try:
-            model = create_model(name, pretrained=pretrained, **kwargs)
-        except (ValueError, RuntimeError, KeyError):
-            raise EffnetError(f"cannot load --pretrained {pretrained!r} into {name}: "
-                              f"{str(first).splitlines()[0]}") from None
-        model.reset_classifier(num_classes)
-        model.pretrained_cfg["num_classes"] = num_classes
-        return model
+    return create_model(name, pretrained=pretrained, **kwargs)

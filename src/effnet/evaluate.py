@@ -24,8 +24,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from .data.images import IMG_EXTENSIONS, load_image
 from .errors import EffnetError
-from .predict import PreparedModel, imagenet_synsets, load_image
+from .predict import PreparedModel, imagenet_synsets
 
 
 def _name_key(name: object) -> str:
@@ -91,7 +92,7 @@ class EvalFolder(Dataset):
 
     def __init__(self, root: str | os.PathLike, prepared: PreparedModel,
                  class_order: str = "names") -> None:
-        from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+        from torchvision.datasets.folder import make_dataset
 
         root = Path(root)
         if not root.is_dir():

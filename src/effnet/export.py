@@ -19,13 +19,9 @@ from torch import nn
 
 from .errors import EffnetError
 from .fast import quiet_tracing
-from .weights.io import (
-    PACKAGED,
-    WEIGHTS_NAME,
-    atomic_path,
-    model_config,
-    packaged_weights_path,
-)
+from .io_utils import atomic_path, first_line
+from .weights.pretrained import model_config
+from .weights.read import PACKAGED, WEIGHTS_NAME, packaged_weights_path
 
 FORMATS = ("onnx", "torchscript")
 DEFAULT_OPSET = 17
@@ -117,8 +113,7 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None,
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's own error types
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise EffnetError(f"onnxruntime cannot load {path} ({text}): {fix}") from None
+        raise EffnetError(f"onnxruntime cannot load {path} ({first_line(err)}): {fix}") from None
 
 
 def max_onnx_difference(model: nn.Module, path: str | os.PathLike, image_size: int | None = None,

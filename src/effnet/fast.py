@@ -6,7 +6,7 @@ built from effnet's ConvBNAct, SqueezeExcite and MBConv) that
 * folds every batch norm into the convolution before it (eval-mode BN is an
   affine map per channel: w' = w * g / sqrt(v + eps), b' = beta - m * g / sqrt(v + eps));
 * stores weights channels_last, where oneDNN's depthwise convolutions run
-  about 3x faster than in NCHW (reference/FACTS.md);
+  about 3x faster than in NCHW (measured with `effnet bench limits`);
 * runs 1x1 convs at small batches, and the SE's two 1x1 convs always, as one
   matrix product over the channels_last pixels;
 * runs activations, the SE gate and the residual sum in place when no
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .nn.blocks import MBConv
-from .nn.layers import ConvBNAct, DropPath, SqueezeExcite
+from .nn.layers import ConvBNAct, DropPath, SqueezeExcite, activation_name, apply_activation
 
 __all__ = ["fold_bn", "optimize_for_inference"]
 
@@ -61,13 +61,8 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 
 def _apply_act(act: nn.Module, x: torch.Tensor, inplace: bool) -> torch.Tensor:
-    if isinstance(act, nn.SiLU):
-        return F.silu(x, inplace=inplace)
-    if isinstance(act, nn.ReLU6):
-        return F.hardtanh(x, 0.0, 6.0, inplace=inplace)
-    if isinstance(act, nn.ReLU):
-        return F.relu(x, inplace=inplace)
-    return act(x)
+    name = activation_name(act)
+    return act(x) if name is None else apply_activation(name, x, inplace)
 
 
 def _is_pointwise(conv: nn.Conv2d) -> bool:

@@ -9,12 +9,22 @@ from typing import Any
 import torch
 
 from .limits import check_model_size
+from .nn.features import EfficientNetFeatures
 from .nn.layers import PADDING_MODES, TF_BN_EPS
 from .nn.model import EfficientNet
-from .scaling import CompoundScaling, scale
-from .weights import PACKAGED, is_pretrained_dir, load_weights, read_config
-from .weights.io import pretrained_cfg_from_config, spec_from_config
+from .scaling import CompoundScaling, eval_crop_pct
+from .spec import NetworkSpec
+from .weights.load import load_weights
+from .weights.pretrained import (
+    is_pretrained_dir,
+    pretrained_cfg_from_config,
+    read_config,
+    spec_from_config,
+)
+from .weights.read import PACKAGED
 from .zoo import MODELS, canonical_name
+
+Model = EfficientNet | EfficientNetFeatures
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -28,7 +38,7 @@ def create_model(name: str | None = None, pretrained: Any = None, num_classes: i
                  features_only: bool = False, out_indices: Sequence[int] | None = None,
                  padding: str | None = None, bn_eps: float | None = None,
                  phi: float | None = None, scaling: CompoundScaling | None = None,
-                 **kwargs: Any) -> EfficientNet:
+                 **kwargs: Any) -> Model:
     """Build a named EfficientNet, or a compound-scaled one with `phi` (paper Eq. 3).
 
     `name` is b0..b8, l2 or lite0..lite4 (an 'efficientnet_' prefix is
@@ -67,32 +77,26 @@ def create_model(name: str | None = None, pretrained: Any = None, num_classes: i
     if phi is not None:
         if entry.width_mult != 1.0 or entry.depth_mult != 1.0:
             raise ValueError(f"phi scales a baseline: use name='b0' or 'lite0', not {name!r}")
-        coeffs = (scaling or CompoundScaling()).coefficients(phi, entry.resolution)
-        spec = scale(entry.base, coeffs.width_mult, coeffs.depth_mult).with_(
-            name=f"{entry.name}-phi{phi:g}")
-        spec.meta.update(phi=float(phi), base=entry.name)
-        if scaling is not None:
-            spec.meta["scaling"] = {"alpha": scaling.alpha, "beta": scaling.beta,
-                                    "gamma": scaling.gamma}
-        cfg["input_size"] = (3, coeffs.resolution, coeffs.resolution)
-        cfg["crop_pct"] = round(coeffs.resolution / (coeffs.resolution + 32), 3)
+        scaling = scaling or CompoundScaling()
+        resolution = scaling.coefficients(phi, entry.resolution).resolution
+        spec = scaling.scale(entry.base, phi, base_name=entry.name)
+        cfg["input_size"] = (3, resolution, resolution)
+        cfg["crop_pct"] = eval_crop_pct(resolution)
     else:
         spec = entry.spec
     if kwargs:
         raise TypeError(f"create_model got unexpected arguments: {', '.join(kwargs)}")
     check_model_size(spec, cfg["input_size"][-1], in_chans, num_classes, activations=_real())
-    model = EfficientNet(
-        spec, num_classes=num_classes, in_chans=in_chans,
-        drop_rate=entry.dropout if drop_rate is None else drop_rate,
-        drop_path_rate=0.2 if drop_path_rate is None else drop_path_rate,
-        padding=padding, bn_eps=TF_BN_EPS if bn_eps is None else bn_eps,
-        features_only=features_only, out_indices=out_indices)
     cfg["num_classes"] = num_classes
     if in_chans != 3:
         cfg["input_size"] = (in_chans,) + tuple(cfg["input_size"][1:])
-    model.pretrained_cfg = cfg
-    model.default_cfg = cfg
-    model.model_name = entry.name if phi is None else spec.name
+    model = build_model(
+        spec, features_only=features_only, out_indices=out_indices,
+        num_classes=num_classes, in_chans=in_chans,
+        drop_rate=entry.dropout if drop_rate is None else drop_rate,
+        drop_path_rate=0.2 if drop_path_rate is None else drop_path_rate,
+        padding=padding, bn_eps=TF_BN_EPS if bn_eps is None else bn_eps,
+        pretrained_cfg=cfg, model_name=entry.name if phi is None else spec.name)
     if pretrained is not None and pretrained is not False:
         load_weights(model, pretrained)
     return model
@@ -101,6 +105,19 @@ def create_model(name: str | None = None, pretrained: Any = None, num_classes: i
 def _real() -> bool:
     """False while building on the meta device (shapes only: activations cost nothing)."""
     return torch.get_default_device().type != "meta"
+
+
+def build_model(spec: NetworkSpec, features_only: bool = False,
+                out_indices: Sequence[int] | None = None, num_classes: int = 1000,
+                drop_rate: float = 0.2, **kwargs: Any) -> Model:
+    """The module for `spec`: an EfficientNet classifier, or the feature extractor.
+
+    `kwargs` go to both constructors (in_chans, drop_path_rate, padding,
+    bn_eps, bn_momentum, pretrained_cfg, model_name).
+    """
+    if features_only:
+        return EfficientNetFeatures(spec, out_indices=out_indices, **kwargs)
+    return EfficientNet(spec, num_classes=num_classes, drop_rate=drop_rate, **kwargs)
 
 
 def _default_pretrained(name: str | None) -> str:
@@ -115,26 +132,25 @@ def _default_pretrained(name: str | None) -> str:
 def _restore(directory: Any, config: dict, num_classes: int | None = None, in_chans: int = 3,
              drop_rate: float | None = None, drop_path_rate: float | None = None,
              features_only: bool = False, out_indices: Sequence[int] | None = None,
-             **kwargs: Any) -> EfficientNet:
+             **kwargs: Any) -> Model:
     """Rebuild a model from a save_pretrained folder's config (its full spec) and load it."""
     if kwargs:
         raise TypeError(f"create_model got unexpected arguments: {', '.join(kwargs)}")
     spec = spec_from_config(config)
     check_model_size(spec, pretrained_cfg_from_config(config)["input_size"][-1],
                      activations=_real())
-    model = EfficientNet(
-        spec, num_classes=int(config.get("num_classes", 1000) if num_classes is None
-                              else num_classes),
-        in_chans=int(config.get("in_chans", in_chans)),
+    num_classes = int(config.get("num_classes", 1000) if num_classes is None else num_classes)
+    features_only = features_only or bool(config.get("features_only", False))
+    cfg = pretrained_cfg_from_config(config)
+    cfg["num_classes"] = 0 if features_only else num_classes
+    model = build_model(
+        spec, features_only=features_only,
+        out_indices=out_indices if out_indices is not None else config.get("out_indices"),
+        num_classes=num_classes, in_chans=int(config.get("in_chans", in_chans)),
         drop_rate=float(config.get("drop_rate", 0.2) if drop_rate is None else drop_rate),
         drop_path_rate=float(config.get("drop_path_rate", 0.2) if drop_path_rate is None
                              else drop_path_rate),
         padding=config.get("padding", "symmetric"), bn_eps=float(config.get("bn_eps", TF_BN_EPS)),
-        features_only=features_only or bool(config.get("features_only", False)),
-        out_indices=out_indices if out_indices is not None else config.get("out_indices"))
-    model.model_name = str(config.get("model_name", spec.name))
-    cfg = pretrained_cfg_from_config(config)
-    cfg["num_classes"] = model.num_classes
-    model.pretrained_cfg = model.default_cfg = cfg
+        pretrained_cfg=cfg, model_name=str(config.get("model_name", spec.name)))
     load_weights(model, directory)
     return model

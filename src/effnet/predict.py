@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .data.images import open_image, to_eight_bit
+from .data.images import IMG_EXTENSIONS, load_image
 from .data.transforms import eval_transform
 from .errors import EffnetError
 from .model_factory import create_model
-from .weights import is_pretrained_dir
+from .weights.pretrained import is_pretrained_dir
 
 RUNTIMES = ("torch", "onnxruntime")
 MIN_IMAGE_SIZE = 32
@@ -40,28 +40,6 @@ def imagenet_synsets() -> tuple[str, ...]:
     """The 1000 ImageNet-1k WordNet ids (n01440764, ...); index i is class i (sorted order)."""
     text = resources.files("effnet").joinpath("data/imagenet_synsets.txt").read_text()
     return tuple(line for line in text.splitlines() if line)
-
-
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode an image file to RGB: JPEG, PNG and the rest PIL reads, greyscale, RGBA, 16-bit.
-
-    Upright by its EXIF orientation, high bit depths scaled by their range
-    (effnet.data.images.open_image); transparent pixels composited onto white.
-    A file that cannot be decoded raises EffnetError naming it.
-    """
-    return to_rgb(open_image(path))
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """An RGB copy of any PIL image (16-bit and float ones scaled by their range)."""
-    img = to_eight_bit(img)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB") if img.mode != "RGB" else img.copy()
 
 
 def run_weights(weights: Any) -> Any:
@@ -256,8 +234,6 @@ def predict(prepared: PreparedModel, paths: Iterable[str | os.PathLike], topk: i
 
 def image_paths(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Files given on the command line; folders expand to the image files inside them."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
     out: list[Path] = []
     for item in inputs:
         path = Path(item)

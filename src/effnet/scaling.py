@@ -57,7 +57,26 @@ def scale(spec: NetworkSpec, width_mult: float = 1.0, depth_mult: float = 1.0) -
     else:
         stem, head = spec.stem_channels, spec.head_channels
     return replace(spec, stages=tuple(stages), stem_channels=stem, head_channels=head,
-                   width_mult=width_mult, depth_mult=depth_mult)
+                   width_mult=width_mult, depth_mult=depth_mult, phi=None, base=None,
+                   coefficients=None)
+
+
+def scaled_resolution(base_resolution: int, resolution_mult: float) -> int:
+    """The input size for a resolution multiplier r: round(base * r), as in the reference code."""
+    return int(round(base_resolution * resolution_mult))
+
+
+def flops_constraint(alpha: float, beta: float, gamma: float) -> float:
+    """alpha * beta^2 * gamma^2, the paper's constraint (Eq. 3, ~2): FLOPs grow by this per phi.
+
+    FLOPs are linear in depth and quadratic in width and resolution.
+    """
+    return alpha * beta**2 * gamma**2
+
+
+def eval_crop_pct(resolution: int) -> float:
+    """The reference evaluation crop: resolution / (resolution + 32), to 3 decimals."""
+    return round(resolution / (resolution + 32), 3)
 
 
 @dataclass(frozen=True)
@@ -95,9 +114,18 @@ class CompoundScaling:
                     f"{name} must be a finite number >= 1 (paper Eq. 3), got {value!r}")
 
     @property
+    def constraint(self) -> float:
+        """alpha * beta^2 * gamma^2 (paper Eq. 3): how much FLOPs grow per unit of phi."""
+        return flops_constraint(self.alpha, self.beta, self.gamma)
+
+    @property
     def flops_factor(self) -> float:
-        """alpha * beta^2 * gamma^2: how much FLOPs grow per unit of phi."""
-        return self.alpha * self.beta**2 * self.gamma**2
+        """Same as `constraint` (the older name)."""
+        return self.constraint
+
+    def as_tuple(self) -> tuple[float, float, float]:
+        """(alpha, beta, gamma)."""
+        return (float(self.alpha), float(self.beta), float(self.gamma))
 
     def coefficients(self, phi: float, base_resolution: int = 224) -> Coefficients:
         """Depth, width and resolution multipliers for `phi` >= 0 (any real value)."""
@@ -105,10 +133,15 @@ class CompoundScaling:
             raise ValueError(f"phi must be a finite number >= 0, got {phi!r}")
         r = self.gamma**phi
         return Coefficients(phi=float(phi), depth_mult=self.alpha**phi, width_mult=self.beta**phi,
-                            resolution_mult=r, resolution=int(round(base_resolution * r)))
+                            resolution_mult=r, resolution=scaled_resolution(base_resolution, r))
 
-    def build(self, phi: float, base: str = "b0", **kwargs):
-        """Build the `base` model compound-scaled by `phi` (see `effnet.create_model`)."""
-        from .model_factory import create_model
+    def scale(self, base: NetworkSpec, phi: float, base_name: str | None = None) -> NetworkSpec:
+        """`base` compound-scaled by `phi` (paper Eq. 3), recording phi, base and coefficients.
 
-        return create_model(base, phi=phi, scaling=self, **kwargs)
+        The new spec is named '<base_name>-phi<phi>'; the input resolution
+        comes from `coefficients(phi, base_resolution).resolution`.
+        """
+        c = self.coefficients(phi)
+        name = base_name or base.name
+        return replace(scale(base, c.width_mult, c.depth_mult), name=f"{name}-phi{phi:g}",
+                       phi=float(phi), base=name, coefficients=self.as_tuple())

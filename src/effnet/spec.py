@@ -6,7 +6,7 @@ printed, compared and scaled without building a model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,11 @@ class NetworkSpec:
     `scale_stem_head` is True for the B-series (stem 32 and head 1280 grow with
     width) and False for Lite. `fix_first_last_repeats` keeps the first and
     last stage's repeat counts unscaled (Lite).
+
+    A compound-scaled spec (paper Eq. 3) records where it came from: `phi`,
+    the `base` model name and the `coefficients` (alpha, beta, gamma). These
+    are set by building a new spec (`with_`), never changed in place: every
+    field is immutable, so shared baselines cannot change under you.
     """
 
     name: str
@@ -57,7 +62,21 @@ class NetworkSpec:
     stem_kernel: int = 3
     width_mult: float = 1.0
     depth_mult: float = 1.0
-    meta: dict = field(default_factory=dict, compare=False, hash=False)
+    phi: float | None = None
+    base: str | None = None
+    coefficients: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        # Lists would make a frozen spec mutable after all: store tuples.
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if self.coefficients is not None:
+            object.__setattr__(self, "coefficients", tuple(float(c) for c in self.coefficients))
+
+    @property
+    def meta(self) -> dict[str, float | str]:
+        """A fresh dict of phi and base (empty for a baseline), for older code; not stored."""
+        fields = {"phi": self.phi, "base": self.base}
+        return {k: v for k, v in fields.items() if v is not None}
 
     @property
     def num_blocks(self) -> int:

@@ -90,10 +90,6 @@ MODELS: dict[str, ModelEntry] = {m.name: m for m in (
     _lite("lite4", 1.4, 1.8, 300, 0.3, 0.904, 13.0, 2.64, "bilinear"),
 )}
 
-# The base each compound-scaled (phi=...) model starts from.
-COMPOUND_BASES = {"b0": "b0", "lite0": "lite0", "lite": "lite0"}
-
-
 def canonical_name(name: str) -> str:
     """Map user spellings ('efficientnet_b0', 'efficientnet-b0', 'B0') to a zoo key."""
     key = str(name).strip().lower().replace("-", "_")
@@ -106,7 +102,3 @@ def canonical_name(name: str) -> str:
                          "(the prefix 'efficientnet_' is accepted too)")
     return key
 
-
-def get_entry(name: str) -> ModelEntry:
-    """The zoo entry for a model name."""
-    return MODELS[canonical_name(name)]

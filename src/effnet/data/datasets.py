@@ -20,13 +20,13 @@ from torch.utils.data import Dataset, Subset
 
 from ..errors import EffnetError
 from .augment import train_transform
+from .images import IMG_EXTENSIONS, load_image
+from .registry import DATASETS
 from .transforms import eval_transform, normalize_stats
 
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot")
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 # ---------------------------------------------------------------- building blocks
@@ -193,13 +193,9 @@ def _check_class_dirs(root: Path) -> list[str]:
     return classes
 
 
-def load_image(path: str) -> object:
-    """Open an image as PIL RGB/L (upright, 8-bit: effnet.data.images.open_image); an
-    undecodable file raises EffnetError naming it."""
-    from .images import open_image
-
-    img = open_image(path)
-    return img.convert("L") if img.mode in ("L", "1") else img.convert("RGB")
+def load_train_image(path: str):
+    """A training image: upright, 8-bit, greyscale kept as one channel (data.images.load_image)."""
+    return load_image(path, keep_grey=True)
 
 
 def image_folder(root: str | Path):
@@ -208,7 +204,7 @@ def image_folder(root: str | Path):
 
     root = Path(root)
     _check_class_dirs(root)
-    return ImageFolder(str(root), loader=load_image)
+    return ImageFolder(str(root), loader=load_train_image)
 
 
 # ---------------------------------------------------------------- the factory

@@ -1,4 +1,4 @@
-"""The one image decoder of predict, eval and train: orientation, bit depth, hostile files.
+"""The one image loader of predict, eval and train: orientation, bit depth, hostile files.
 
 * EXIF orientation is applied (``PIL.ImageOps.exif_transpose``), as torchvision's
   ``decode_image(..., apply_exif_orientation=True)`` does: a photo taken on its
@@ -6,6 +6,7 @@
 * High bit depths are scaled by their range, not by their content: 16-bit
   greyscale (``I;16``, ``I``) by 65535, float images (``F``, the [0, 1]
   convention of float TIFFs) by 1, then to 8 bits.
+* Transparent pixels are composited onto white.
 * A file that cannot be decoded, including a decompression bomb (more pixels
   than ``PIL.Image.MAX_IMAGE_PIXELS`` allows), raises EffnetError naming it;
   PIL's DecompressionBombWarning (images between one and two times the limit,
@@ -21,7 +22,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import EffnetError
+from ..io_utils import first_line
 
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
@@ -53,6 +56,24 @@ def open_image(path: str | os.PathLike) -> Image.Image:
                           f"PIL.Image.MAX_IMAGE_PIXELS ({Image.MAX_IMAGE_PIXELS:,}) allows "
                           "(a possible decompression bomb): remove or shrink it") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise EffnetError(f"cannot decode image {path} ({reason}): remove or replace the file"
-                          ) from None
+        raise EffnetError(f"cannot decode image {path} ({first_line(err)}): remove or replace "
+                          "the file") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An RGB copy of any 8-bit PIL image, transparent pixels composited onto white."""
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB") if img.mode != "RGB" else img.copy()
+
+
+def load_image(path: str | os.PathLike, keep_grey: bool = False) -> Image.Image:
+    """Decode an image file (:func:`open_image`) as RGB; with `keep_grey`, greyscale stays 'L'."""
+    img = open_image(path)
+    if keep_grey and img.mode in ("1", "L"):
+        return img.convert("L")
+    return to_rgb(img)

@@ -29,25 +29,23 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .blocks import MBConv
-from .layers import Conv2dSame, ConvBNAct, SqueezeExcite, same_padding
-
-_ACTS: dict[type, str] = {nn.SiLU: "silu", nn.ReLU: "relu", nn.ReLU6: "relu6",
-                          nn.Identity: "identity"}
+from .layers import (
+    Conv2dSame,
+    ConvBNAct,
+    SqueezeExcite,
+    activation_name,
+    apply_activation,
+    same_padding,
+)
 
 
 def _act_name(module: nn.Module) -> str | None:
-    return _ACTS.get(type(module))
+    return activation_name(module)
 
 
 def _act_(name: str, x: torch.Tensor) -> torch.Tensor:
     """The activation, in place (its input is never needed again)."""
-    if name == "silu":
-        return F.silu(x, inplace=True)
-    if name == "relu":
-        return x.clamp_(min=0)
-    if name == "relu6":
-        return x.clamp_(0, 6)
-    return x
+    return apply_activation(name, x, inplace=True)
 
 
 def _act_backward(name: str, grad: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

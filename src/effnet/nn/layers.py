@@ -15,17 +15,33 @@ TF_BN_MOMENTUM = 0.01
 TF_BN_EPS = 1e-3
 
 
+# The one list of activations a spec may name (paper: SiLU/swish for EfficientNet, ReLU6 for
+# Lite and MobileNetV2, ReLU for ResNet).
+ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "relu6": nn.ReLU6, "relu": nn.ReLU,
+                                           "identity": nn.Identity}
+
+
 def make_activation(name: str) -> nn.Module:
     """The activation module for a spec's activation name."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}: use {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def activation_name(module: nn.Module) -> str | None:
+    """The name of an activation module of ACTIVATIONS (None for any other module)."""
+    return next((n for n, cls in ACTIVATIONS.items() if type(module) is cls), None)
+
+
+def apply_activation(name: str, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """The activation `name` as a function, optionally in place."""
     if name == "silu":
-        return nn.SiLU()
+        return F.silu(x, inplace=inplace)
     if name == "relu6":
-        return nn.ReLU6()
+        return F.hardtanh(x, 0.0, 6.0, inplace=inplace)
     if name == "relu":
-        return nn.ReLU()
-    if name == "identity":
-        return nn.Identity()
-    raise ValueError(f"unknown activation {name!r}: use silu, relu6, relu or identity")
+        return F.relu(x, inplace=inplace)
+    return x
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:

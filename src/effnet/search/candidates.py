@@ -17,7 +17,7 @@ import torch
 
 from ..nn.model import EfficientNet
 from ..profile import count_macs, count_params
-from ..scaling import scale
+from ..scaling import scale, scaled_resolution  # noqa: F401 (re-exported)
 from ..spec import BASELINES, NetworkSpec
 
 
@@ -80,8 +80,3 @@ def measure(scaled: Scaled, num_classes: int = 10, in_chans: int = 1) -> Cost:
     with torch.device("meta"):
         model = scaled.build(num_classes=num_classes, in_chans=in_chans)
         return Cost(params=count_params(model), macs=count_macs(model, scaled.resolution))
-
-
-def scaled_resolution(base_resolution: int, resolution_mult: float) -> int:
-    """The input size for a resolution multiplier: round(base * r), as in the reference code."""
-    return int(round(base_resolution * resolution_mult))

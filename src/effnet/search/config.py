@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import EffnetError
-from .candidates import Scaled, scaled_resolution
+from ..scaling import CompoundScaling
+from .candidates import Scaled
 from .grid import GridPoint, enumerate_grid
 from .trainer import Recipe
 
@@ -59,9 +60,10 @@ class SearchConfig:
 
     def scaled(self, point: GridPoint, phi: float = 1.0) -> Scaled:
         """The base scaled by `point` at `phi` (paper Eq. 3)."""
-        return Scaled(self.base, self.base_width * point.beta**phi,
-                      self.base_depth * point.alpha**phi,
-                      scaled_resolution(self.image_size, point.gamma**phi))
+        c = CompoundScaling(point.alpha, point.beta, point.gamma).coefficients(phi,
+                                                                              self.image_size)
+        return Scaled(self.base, self.base_width * c.width_mult, self.base_depth * c.depth_mult,
+                      c.resolution)
 
     def base_scaled(self) -> Scaled:
         """The base network itself (every grid point at phi = 0)."""

@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
+from ..scaling import flops_constraint
+
 
 @dataclass(frozen=True, order=True)
 class GridPoint:
@@ -28,7 +30,7 @@ class GridPoint:
     @property
     def constraint(self) -> float:
         """alpha * beta^2 * gamma^2: how much FLOPs grow per unit of phi."""
-        return self.alpha * self.beta**2 * self.gamma**2
+        return flops_constraint(self.alpha, self.beta, self.gamma)
 
     @property
     def label(self) -> str:

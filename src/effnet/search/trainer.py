@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import EffnetError
+from ..train.init import zero_init_head, zero_init_last
 
 OnEpoch = Callable[[int, float], None]
 """Called after each evaluated epoch with (epoch, val_top1); may raise to stop the run."""
@@ -185,7 +186,8 @@ def folder_arrays(root: str | Path | None, size: int) -> tuple[torch.Tensor, tor
     import numpy as np
     from PIL import Image, ImageOps
 
-    from ..data.datasets import image_folder, load_image
+    from ..data.datasets import image_folder
+    from ..data.images import load_image
 
     if root is None:
         raise EffnetError("--dataset imagefolder needs --data DIR (one sub-folder per class)")
@@ -193,7 +195,7 @@ def folder_arrays(root: str | Path | None, size: int) -> tuple[torch.Tensor, tor
     if (root / "train").is_dir():
         root = root / "train"
     folder = image_folder(root)
-    arrays = [np.asarray(ImageOps.fit(load_image(path), (size, size),  # type: ignore[arg-type]
+    arrays = [np.asarray(ImageOps.fit(load_image(path, keep_grey=True), (size, size),  # type: ignore[arg-type]
                                       method=Image.Resampling.BICUBIC))
               for path, _ in folder.samples]
     if all(a.ndim == 2 for a in arrays):
@@ -211,37 +213,6 @@ def _take(idx: list[int], size: int | None, seed: int) -> list[int]:
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(idx), generator=g)[:size]
     return sorted(idx[i] for i in pick.tolist())
-
-
-# ---------------------------------------------------------------- the model's start
-def zero_init_residuals(model: nn.Module) -> int:
-    """Zero the scale of the last BN of every residual branch; return how many were zeroed.
-
-    A block with an identity skip then starts as the identity (Goyal et al.
-    2017, "Accurate, Large Minibatch SGD"; timm's ``zero_init_last``), so a
-    deeper network starts where a shallower one does.
-    """
-    from ..nn.blocks import Bottleneck, MBConv
-
-    n = 0
-    for m in model.modules():
-        if isinstance(m, MBConv) and m.has_skip:
-            bn = m.project.bn
-        elif isinstance(m, Bottleneck):
-            bn = m.expand.bn
-        else:
-            continue
-        nn.init.zeros_(bn.weight)
-        n += 1
-    return n
-
-
-def zero_init_classifier(model: nn.Module) -> None:
-    """Start the classifier at zero, so the first loss is log(num_classes)."""
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    if isinstance(head, nn.Linear):
-        nn.init.zeros_(head.weight)
-        nn.init.zeros_(head.bias)
 
 
 # ---------------------------------------------------------------- training
@@ -269,8 +240,8 @@ def train_proxy(model: nn.Module, resolution: int, data: ProxyData, recipe: Reci
     xtr, ytr, xva, yva = (t.to(device) for t in data.splits(resolution))
     g = torch.Generator().manual_seed(seed)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    zero_init_residuals(model)
-    zero_init_classifier(model)
+    zero_init_last(model)
+    zero_init_head(model)
     model = model.to(memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]

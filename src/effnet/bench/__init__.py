@@ -1,0 +1,46 @@
+"""Benchmarks: effnet against timm and torchvision on the same weights, in one process.
+
+Every comparison builds the implementations once, copies one set of weights
+into all of them (their state dicts list the same tensors in the same order),
+checks that they compute the same outputs, then times them alternately,
+rotating the order each round, and reports medians over rounds. Ratios are
+against timm's eager model, the library people use today.
+
+* :mod:`.references` - the reference models and the implementations compared;
+* :mod:`.harness` - alternating timing, thread control, tables and JSON;
+* :mod:`.inference` - images/s at given batch sizes (paper Sec. 1: "smaller and faster");
+* :mod:`.training` - training-step images/s, bytes kept for backward and peak memory;
+* :mod:`.memory` - what a training step keeps for backward, op by op, and its peak memory;
+* :mod:`.table4` - paper Table 4: EfficientNet-B1 against ResNet-152, batch 1, one core;
+* :mod:`.limits` - the matmul peak (GFLOP/s), copy bandwidth and the bytes-moved bound of
+  the depthwise convolutions.
+
+Peak memory on CPU is measured in a fresh child process per implementation
+(see :mod:`.memory`); on CUDA the allocator's own peak statistics are used.
+"""
+
+from .harness import Row, describe_device, format_table, num_threads, time_alternating, write_json
+from .inference import inference
+from .limits import copy_bandwidth, depthwise_bound, machine_limits, matmul_peak
+from .memory import memory_report, peak_step_memory, saved_bytes, saved_tensors_by_op
+from .references import (
+    BASELINE,
+    IMPL_HELP,
+    INFERENCE_IMPLS,
+    OPTIONAL_INFERENCE_IMPLS,
+    PAPER_TABLE4,
+    REFERENCE_BN_EPS,
+    TRAINING_IMPLS,
+    copy_weights_by_order,
+    randomize_bn,
+    reference_models,
+)
+from .table4 import table4
+from .training import training
+
+__all__ = ["BASELINE", "IMPL_HELP", "INFERENCE_IMPLS", "OPTIONAL_INFERENCE_IMPLS", "PAPER_TABLE4",
+           "REFERENCE_BN_EPS", "TRAINING_IMPLS", "Row", "copy_bandwidth", "copy_weights_by_order",
+           "depthwise_bound", "describe_device", "format_table", "inference", "machine_limits",
+           "matmul_peak", "memory_report", "num_threads", "peak_step_memory", "randomize_bn",
+           "reference_models", "saved_bytes", "saved_tensors_by_op", "table4",
+           "time_alternating", "training", "write_json"]

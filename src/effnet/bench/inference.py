@@ -1,0 +1,130 @@
+"""Inference images/s at given batch sizes (paper Sec. 1: "smaller and faster")."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import EffnetError
+from ..fast import optimize_for_inference
+from ..model_factory import create_model
+from ..profile import count_macs
+from .harness import (
+    Row,
+    _add_ratios,
+    _autocast,
+    _max_diff,
+    describe_device,
+    num_threads,
+    time_alternating,
+)
+from .references import (
+    BASELINE,
+    INFERENCE_IMPLS,
+    OPTIONAL_INFERENCE_IMPLS,
+    _sources_for,
+    reference_models,
+)
+
+
+def _onnx_runner(model: nn.Module, resolution: int, threads: int | None
+                 ) -> Callable[[torch.Tensor], Callable[[], Any]]:
+    from .export import export_onnx, onnx_session
+
+    path = Path(tempfile.mkdtemp(prefix="effnet-bench-")) / "model.onnx"
+    export_onnx(model, path, image_size=resolution)
+    session = onnx_session(path, threads=threads or torch.get_num_threads())
+    name = session.get_inputs()[0].name
+
+    def make(x: torch.Tensor) -> Callable[[], Any]:
+        arr = x.cpu().numpy()
+        return lambda: session.run(None, {name: arr})[0]
+
+    return make
+
+
+def inference(name: str = "b0", batches: Sequence[int] = (1, 32),
+              impls: Sequence[str] = INFERENCE_IMPLS, resolution: int | None = None,
+              repeats: int = 7, min_time: float = 0.5, threads: int | None = None,
+              device: str = "cpu", amp: bool = False,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Images/s of each implementation at each batch size, same weights, same outputs.
+
+    Outputs of every implementation are compared with timm's on the timed input
+    (`max_abs_diff`). On CUDA every model runs channels_last, with bf16 autocast
+    when `amp`.
+    """
+    dev = torch.device(device)
+    unknown = set(impls) - set(INFERENCE_IMPLS) - set(OPTIONAL_INFERENCE_IMPLS)
+    if unknown:
+        raise EffnetError(f"unknown implementation(s) {sorted(unknown)}: choose from "
+                          f"{', '.join(INFERENCE_IMPLS + OPTIONAL_INFERENCE_IMPLS)}")
+    if "onnxruntime" in impls and dev.type != "cpu":
+        impls = [i for i in impls if i != "onnxruntime"]
+    sources = reference_models(name, _sources_for(impls))
+    res = resolution or create_model(name).pretrained_cfg["input_size"][-1]
+    macs = count_macs(sources["effnet"], res)
+    results: dict[str, Any] = {"task": "inference", "model": name, "resolution": res,
+                               "device": describe_device(dev), "amp": amp,
+                               "threads": threads or torch.get_num_threads(),
+                               "macs_per_image": macs, "baseline": BASELINE, "rows": []}
+    with num_threads(threads):
+        models: dict[str, Any] = {}
+        cl = dev.type == "cuda"
+        for impl in impls:
+            if impl in ("timm", "torchvision", "effnet"):
+                m = sources[impl].eval().to(dev)
+                models[impl] = m.to(memory_format=torch.channels_last) if cl else m
+            elif impl == "timm-cl":
+                models[impl] = copy.deepcopy(sources["timm"]).eval().to(dev).to(
+                    memory_format=torch.channels_last)
+        for batch in batches:
+            x = torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(batch))
+            x = x.to(dev)
+            fns: dict[str, Callable[[], Any]] = {}
+            outputs: dict[str, Any] = {}
+            for impl in impls:
+                if impl == "onnxruntime":
+                    if "onnx_make" not in models:
+                        models["onnx_make"] = _onnx_runner(sources["effnet"].eval(), res, threads)
+                    fns[impl] = models["onnx_make"](x)
+                    continue
+                if impl == "effnet-fast":
+                    m = models.setdefault(impl, optimize_for_inference(sources["effnet"].to(dev)))
+                elif impl == "effnet-ts":
+                    m = optimize_for_inference(sources["effnet"].to(dev), example_input=x,
+                                               torchscript=True)
+                elif impl == "effnet-compile":
+                    m = models.setdefault(impl, optimize_for_inference(sources["effnet"].to(dev),
+                                                                       compile=True))
+                else:
+                    m = models[impl]
+                fns[impl] = _inference_call(m, x, dev, amp)
+            for impl, fn in fns.items():
+                outputs[impl] = fn()
+            ref = outputs.get(BASELINE, next(iter(outputs.values())))
+            times = time_alternating(fns, repeats, min_time, device=dev, progress=progress)
+            for impl in impls:
+                row = Row(impl, batch, times[impl],
+                          {"max_abs_diff": _max_diff(outputs[impl], ref)})
+                row.extra["gflops"] = 2 * macs * row.images_per_s / 1e9
+                results["rows"].append(row)
+    _add_ratios(results)
+    return results
+
+
+def _inference_call(model: nn.Module, x: torch.Tensor, dev: torch.device,
+                    amp: bool) -> Callable[[], Any]:
+    def call() -> Any:
+        with torch.inference_mode(), _autocast(dev, amp):
+            return model(x)
+
+    return call
+
+

@@ -1,0 +1,142 @@
+"""effnet's own weight format: a folder with model.safetensors and config.json.
+
+`save_pretrained` writes it (atomically), `create_model(pretrained=folder)`
+rebuilds the model from the config's full network spec. The config also
+records phi and the compound-scaling coefficients, padding, BN eps and the
+preprocessing (timm's pretrained_cfg). Nothing here imports effnet's modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import EffnetError
+from ..io_utils import atomic_path, atomic_write_json, first_line
+from .read import CONFIG_NAME, PACKAGED, WEIGHTS_NAME, read_json
+
+FORMAT_NAME = "effnet"
+FORMAT_VERSION = 1
+
+
+def is_pretrained_dir(source: Any) -> bool:
+    """True when `source` is a folder written by `save_pretrained` (effnet config + weights)."""
+    if not isinstance(source, str | os.PathLike) or str(source) == PACKAGED:
+        return False
+    path = Path(source)
+    if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
+        return False
+    config = read_json(path / CONFIG_NAME)
+    return config.get("format") == FORMAT_NAME
+
+
+def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The effnet config.json of a `save_pretrained` folder."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise EffnetError(f"{directory} has no {CONFIG_NAME}: give a folder written by "
+                          "model.save_pretrained() or `effnet convert`")
+    config = read_json(path)
+    if config.get("format") != FORMAT_NAME:
+        raise EffnetError(f"{path} is not an effnet config (no \"format\": \"effnet\"): "
+                          "convert the checkpoint with `effnet convert`")
+    return config
+
+
+def model_config(model: torch.nn.Module) -> dict[str, Any]:
+    """The config.json content describing how to rebuild `model`."""
+    from .. import __version__
+
+    spec = model.spec
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    config: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "effnet_version": __version__,
+        "model_name": getattr(model, "model_name", spec.name),
+        "num_classes": model.num_classes,
+        "in_chans": model.stem.conv.in_channels,
+        "padding": model.padding,
+        "bn_eps": model.bn_eps,
+        "drop_rate": model.drop_rate,
+        "drop_path_rate": model.drop_path_rate,
+        "features_only": model.features_only,
+    }
+    if spec.phi is not None:
+        config["phi"] = spec.phi
+        config["base"] = spec.base
+        if spec.coefficients is not None:
+            config["scaling"] = dict(zip(("alpha", "beta", "gamma"), spec.coefficients,
+                                         strict=True))
+    if model.features_only:
+        config["out_indices"] = list(model.out_indices)
+    config["pretrained_cfg"] = _jsonable(cfg)
+    config["spec"] = _jsonable(dataclasses.asdict(spec))
+    return config
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float | int | str | bool) or obj is None:
+        return obj
+    return str(obj)
+
+
+def spec_from_config(config: Mapping[str, Any]):
+    """Rebuild the NetworkSpec stored in a config.json."""
+    from ..spec import NetworkSpec, StageSpec
+
+    try:
+        fields = dict(config["spec"])
+        fields["stages"] = tuple(StageSpec(**s) for s in fields["stages"])
+        legacy = fields.pop("meta", None) or {}  # effnet <= 0.1 kept phi and base in a dict
+        for key in ("phi", "base"):
+            fields.setdefault(key, legacy.get(key))
+        if fields.get("coefficients") is not None:
+            fields["coefficients"] = tuple(fields["coefficients"])
+        return NetworkSpec(**fields)
+    except (KeyError, TypeError, ValueError) as err:
+        raise EffnetError(f"the config's network spec is damaged ({first_line(err)}): save the "
+                          "model again with model.save_pretrained()") from None
+
+
+def pretrained_cfg_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The preprocessing dict of a config.json, with tuples restored."""
+    cfg = dict(config.get("pretrained_cfg") or {})
+    for key in ("input_size", "mean", "std"):
+        if isinstance(cfg.get(key), list):
+            cfg[key] = tuple(cfg[key])
+    return cfg
+
+
+def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Path:
+    """Write `model` to `directory` as model.safetensors plus config.json; returns the folder.
+
+    The config holds the model name, num_classes, phi (for compound-scaled
+    models), padding, BN eps, the full network spec and the preprocessing
+    (pretrained_cfg), so `effnet.create_model(pretrained=directory)` rebuilds
+    it without a name.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise EffnetError(f"{directory} is a file: save_pretrained needs a folder path")
+    config = model_config(model)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": "pt", "effnet_format": FORMAT_NAME, "model_name": config["model_name"],
+                "padding": model.padding, "bn_eps": repr(float(model.bn_eps))}
+    with atomic_path(directory / WEIGHTS_NAME, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    atomic_write_json(directory / CONFIG_NAME, config)
+    return directory
+
+
