@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -163,23 +164,40 @@ def test_a_file_that_is_not_a_database_gives_one_line(tmp_path, capsys):
     with pytest.raises(EffnetError, match="not an SQLite database") as err:
         open_storage(str(path))
     assert "\n" not in str(err.value)
-    assert cli_main(["scale", "--phi", "1", "--from-search", str(path)]) == 2
-    msg = capsys.readouterr().err.strip()
-    assert "not an SQLite database" in msg and "\n" not in msg
+    for args in (["scale", "--phi", "1", "--from-search", str(path)],
+                 ["search", "--storage", str(path), "--no-progress"]):
+        assert cli_main(args) == 2
+        msg = capsys.readouterr().err.strip()
+        assert "not an SQLite database" in msg and "\n" not in msg
+    assert path.read_text() == "these are my notes, not a database\n"  # left untouched
 
 
 def test_a_server_that_never_answers_gives_one_line_within_the_timeout():
     # A socket that listens but never answers: the kernel completes the TCP handshake,
     # then nothing ever comes back (a hung server, a firewall that swallows packets).
+    # Opened in a daemon thread, so that a hang fails this test instead of freezing it.
+    outcome: list[BaseException | None] = []
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         port = silent.getsockname()[1]
+
+        def connect() -> None:
+            try:
+                open_storage(f"postgresql://me:secret@127.0.0.1:{port}/db", connect_timeout=2)
+                outcome.append(None)
+            except BaseException as err:  # noqa: BLE001 - handed to the test below
+                outcome.append(err)
+
         t0 = time.monotonic()
-        with pytest.raises(EffnetError) as err:
-            open_storage(f"postgresql://me:secret@127.0.0.1:{port}/db", connect_timeout=2)
+        worker = threading.Thread(target=connect, daemon=True)
+        worker.start()
+        worker.join(timeout=20)
         elapsed = time.monotonic() - t0
-    msg = str(err.value)
+    assert outcome, "no answer after 20 s: the connection timeout did not work"
+    err = outcome[0]
+    assert isinstance(err, EffnetError), repr(err)
+    msg = str(err)
     assert f"127.0.0.1:{port}" in msg and "did not answer" in msg, msg
     assert "\n" not in msg and "secret" not in msg
     assert elapsed < 12, elapsed
