@@ -23,8 +23,7 @@ import pytest
 from effnet.cli import main as cli_main
 from effnet.errors import EffnetError
 from effnet.search.queue import (
-    IDENTITY_ATTR,
-    JOBS_ATTR,
+    QUEUE_ATTR,
     JobContext,
     finished_jobs,
     job_states,
@@ -92,8 +91,7 @@ def test_a_job_queued_twice_still_runs_once(tmp_path):
     # (Optuna's enqueue_trial(skip_if_exists=True) is not atomic): build that queue by hand.
     db = str(tmp_path / "q.db")
     study = optuna.create_study(study_name="s", storage=storage_url(db), direction="maximize")
-    study.set_user_attr(IDENTITY_ATTR, {})
-    study.set_user_attr(JOBS_ATTR, JOBS)
+    study.set_user_attr(QUEUE_ATTR, {"identity": {}, "jobs": JOBS})
     for key in JOBS:
         for _ in range(2):
             study.enqueue_trial({"job": key}, user_attrs={"job": key})
