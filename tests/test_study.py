@@ -1,4 +1,4 @@
-"""The scaling study (issue 5): plan with measured MACs, report, resume, real training once."""
+"""The scaling study (issue 10): statistics, inputs with real detail, matched MACs, the report."""
 
 from __future__ import annotations
 
@@ -6,43 +6,118 @@ import json
 import math
 import os
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from scipy import stats as sps
 from torch.utils.flop_counter import FlopCounterMode
 
 from effnet import BASELINES, EfficientNet, scale
-from effnet.search.budget import Budget
-from effnet.search.report import compare
-from effnet.search.study import PRESETS, BaseNet, Preset, plan, run_study
+from effnet.nn.blocks import Bottleneck, MBConv
+from effnet.search.trainer import ProxyData, Recipe, downsample, zero_init_residuals
+from effnet.study.plan import nominal_phi, plan
+from effnet.study.presets import PRESETS, BaseNet, Budget, Preset
+from effnet.study.run import run_study
+from effnet.study.stats import compare, kendall_tau, last_quarter_gain, welch_interval
 
-TINY = Preset(
-    name="tiny", description="test preset", dataset="fashion-mnist", image_size=32,
-    bases=(BaseNet("b0", 0.25, 0.5), BaseNet("mobilenetv2", 0.35, 0.5)),
-    budget=Budget(epochs=1, train_size=256, val_size=128, batch_size=64),
-    seeds=2, targets=(3.0,), table3_target=3.0, cam_images=2, workers=1,
-    expected="seconds")
-
-
-BASES = {"efficientnet-b0": (0.25, 0.5), "mobilenetv2": (0.35, 0.5)}
-
-
-def fake_score(name: str, width: float, depth: float, resolution: int, seed: int) -> float:
-    """Made-up accuracy that only rewards growing all three dimensions together."""
-    w0, d0 = BASES[name]
-    grow = min(math.log(width / w0), math.log(depth / d0), math.log(resolution / 32))
-    return 0.5 + grow + 0.01 * seed
+TINY_RECIPE = Recipe(epochs=1, train_size=256, val_size=128, batch_size=64, evals=2)
+TINY = Preset(name="tiny", dataset="fashion-mnist", image_size=14,
+              bases=(BaseNet("b0", 0.25, 0.6), BaseNet("mobilenetv2", 0.35, 0.6)),
+              budgets=(Budget("short", TINY_RECIPE),
+                       Budget("long", replace(TINY_RECIPE, epochs=2, evals=4))),
+              seeds=3, targets=(2.5,), table3_target=2.5, cam_images=2)
 
 
-def fake_trainer(model, resolution, data, budget, seed, on_epoch=None):
-    """No training: a known score, and one line per call in $EFFNET_FAKE_LOG."""
-    w, d = model.spec.width_mult, model.spec.depth_mult
-    if os.environ.get("EFFNET_FAKE_LOG"):
-        with open(os.environ["EFFNET_FAKE_LOG"], "a") as f:
-            f.write(f"{w:.4f} {d:.4f} {resolution} {seed}\n")
-    return {"val_top1": fake_score(model.spec.name, w, d, resolution, seed), "seconds": 0.0,
-            "curve": []}
+# ---------------------------------------------------------------- statistics
+def test_welch_interval_is_scipys_welch_t_interval():
+    a, b = [0.81, 0.83, 0.82, 0.845], [0.80, 0.79, 0.815]
+    diff, lo, hi = welch_interval(a, b)
+    ref = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert diff == pytest.approx(sum(a) / 4 - sum(b) / 3)
+    assert (lo, hi) == pytest.approx((ref.low, ref.high))
+
+
+def test_verdicts_on_seed_scores_where_the_answer_is_known():
+    # Clearly apart (10 points, spread 0.1 point): win one way, loss the other.
+    better, worse = [0.90, 0.901, 0.899], [0.80, 0.801, 0.799]
+    assert compare(better, worse).verdict == "win"
+    assert compare(worse, better).verdict == "loss"
+    # Same distribution, shifted by far less than the spread: not significant.
+    c = compare([0.80, 0.84, 0.82], [0.81, 0.83, 0.825])
+    assert c.verdict == "tie" and c.ci_low < 0 < c.ci_high
+    # Identical constant scores: a difference of exactly zero is a tie, not a crash.
+    assert compare([0.5, 0.5], [0.5, 0.5]).verdict == "tie"
+    with pytest.raises(ValueError):
+        compare([0.9], [0.8, 0.7])
+
+
+def test_kendall_tau_matches_scipy_on_the_shared_models():
+    x = {"a": 0.9, "b": 0.8, "c": 0.85, "d": 0.7, "e": 0.75, "only-x": 0.1}
+    y = {"e": 0.6, "d": 0.65, "c": 0.9, "b": 0.7, "a": 0.95, "only-y": 0.2}
+    keys = ["a", "b", "c", "d", "e"]
+    ref = sps.kendalltau([x[k] for k in keys], [y[k] for k in keys]).statistic
+    assert kendall_tau(x, y) == pytest.approx(ref)
+    assert kendall_tau(x, {k: x[k] for k in keys}) == pytest.approx(1.0)
+    assert kendall_tau({"a": 1.0}, {"a": 2.0}) is None
+
+
+def test_last_quarter_gain_reads_the_end_of_the_curve():
+    assert last_quarter_gain([0.5, 0.7, 0.8, 0.85]) == pytest.approx(0.05)
+    assert last_quarter_gain([0.1] * 7 + [0.2]) == pytest.approx(0.1)  # 8 points: last 2
+    assert last_quarter_gain([0.3]) == 0.0
+
+
+# ---------------------------------------------------------------- inputs with real detail
+def test_base_input_is_the_native_image_downsampled_with_antialiasing():
+    data = ProxyData(recipe=Recipe(train_size=64, val_size=32))
+    xtr, _, xva, _ = data.splits(14)
+    raw_tr, _, raw_va, _ = data._load()
+    assert data.native == 28 and raw_tr.dtype == torch.uint8
+    ref = F.interpolate(raw_tr.float() / 255, size=(14, 14), mode="bilinear",
+                        align_corners=False, antialias=True)
+    mean, std = ref.mean(), ref.std()
+    assert torch.allclose(xtr, (ref - mean) / std, atol=1e-5)
+    ref_va = F.interpolate(raw_va.float() / 255, size=(14, 14), mode="bilinear",
+                           align_corners=False, antialias=True)
+    assert torch.allclose(xva, (ref_va - mean) / std, atol=1e-5)
+    # Without antialiasing the same resize differs: the prefilter is really applied.
+    plain = F.interpolate(raw_tr.float() / 255, size=(14, 14), mode="bilinear",
+                          align_corners=False)
+    assert not torch.allclose(downsample(raw_tr, 14), plain, atol=1e-3)
+    assert torch.equal(downsample(raw_tr, 28), raw_tr.float() / 255)
+
+
+# ---------------------------------------------------------------- the recipe's start
+def test_zero_init_makes_every_residual_block_start_as_its_shortcut():
+    torch.manual_seed(0)
+    mb = MBConv(16, 16, 3, 1, 6, se_ratio=0.25).eval()
+    bottleneck = Bottleneck(32, 32, 3, 1, 0.25, act="relu").eval()
+    for m in (mb, bottleneck):
+        # Random BN statistics, so that "zero" cannot come from a trivial model.
+        for bn in m.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                bn.running_mean.uniform_(-1, 1)
+                bn.running_var.uniform_(0.5, 2)
+                bn.bias.data.uniform_(-0.5, 0.5) if bn is not None else None
+    x = torch.randn(2, 16, 8, 8)
+    assert not torch.allclose(mb(x), x)
+    assert zero_init_residuals(mb) == 1
+    # The projection's BN bias still shifts the branch: the block is x + bias.
+    bias = mb.project.bn.bias.detach().view(1, -1, 1, 1)
+    assert torch.allclose(mb(x), x + bias, atol=1e-6)
+    xb = torch.randn(2, 32, 8, 8)
+    assert zero_init_residuals(bottleneck) == 1
+    bias = bottleneck.expand.bn.bias.detach().view(1, -1, 1, 1)
+    assert torch.allclose(bottleneck(xb), F.relu(xb + bias), atol=1e-6)
+
+
+# ---------------------------------------------------------------- planning
+def _flop_counter_macs(spec, resolution: int) -> int:
+    model = EfficientNet(spec, num_classes=10, in_chans=1).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(torch.zeros(1, 1, resolution, resolution))
+    return fc.get_total_flops() // 2
 
 
 @pytest.fixture(scope="module")
@@ -50,114 +125,141 @@ def tiny_plan():
     return plan(TINY)
 
 
-def flop_counter_macs(spec, resolution: int) -> int:
-    model = EfficientNet(spec, num_classes=10, in_chans=1).eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        model(torch.zeros(1, 1, resolution, resolution))
-    return fc.get_total_flops() // 2
-
-
-def test_plan_scales_one_dimension_or_all_three_and_measures_macs(tiny_plan):
-    runs = tiny_plan
-    assert [r.key for r in runs] == [
-        "b0-baseline-1x", "b0-depth-3x", "b0-width-3x", "b0-resolution-3x", "b0-compound-3x",
-        "mobilenetv2-baseline-1x", "mobilenetv2-depth-3x", "mobilenetv2-width-3x",
-        "mobilenetv2-resolution-3x", "mobilenetv2-compound-3x"]
+def test_plan_matches_every_single_dimension_to_the_compound_models_measured_macs(tiny_plan):
     alpha, beta, gamma = 1.2, 1.1, 1.15  # paper Sec. 3.3
-    for r in runs:
+    by_key = {r.key: r for r in tiny_plan}
+    for r in tiny_plan:
         b = next(b for b in TINY.bases if b.name == r.group)
         s, m = r.scaled, r.multiplier
-        expected = {"baseline": (b.depth, b.width, 32), "depth": (b.depth * m, b.width, 32),
-                    "width": (b.depth, b.width * m, 32),
-                    "resolution": (b.depth, b.width, round(32 * m)),
-                    "compound": (b.depth * alpha**m, b.width * beta**m, round(32 * gamma**m))}
+        expected = {"baseline": (b.depth, b.width, 14), "depth": (b.depth * m, b.width, 14),
+                    "width": (b.depth, b.width * m, 14),
+                    "resolution": (b.depth, b.width, round(14 * m)),
+                    "compound": (b.depth * alpha**m, b.width * beta**m, round(14 * gamma**m))}
         d, w, res = expected[r.strategy]
         assert (s.depth_mult, s.width_mult, s.resolution) == pytest.approx((d, w, res))
-        # MACs measured on the built network, here with torch's counter directly.
-        macs = flop_counter_macs(scale(BASELINES[r.group], w, d), res)
-        assert r.cost.macs == macs
-        if r.strategy != "baseline":
-            assert 0.75 < r.mac_ratio / r.target < 1.33, r  # landed near the budget
+        spec = scale(BASELINES[r.group], w, d).with_(stem_stride=1)
+        assert r.cost.macs == _flop_counter_macs(spec, res)  # measured, with torch's counter
+        if r.strategy in ("depth", "width", "resolution"):
+            comp = by_key[f"{r.group}-compound-{r.target:g}x"].cost.macs
+            dist = abs(math.log(r.cost.macs / comp))
+            if r.strategy != "resolution":
+                assert dist < math.log(1.1), r.key
+                continue
+            # Feature-map sizes move MACs in steps at small inputs: no other pixel size
+            # lands closer to the compound model's MACs.
+            for px in range(res - 3, res + 4):
+                other = _flop_counter_macs(spec, px)
+                assert abs(math.log(other / comp)) >= dist - 1e-12, (r.key, px)
 
 
-def test_matching_picks_the_closest_measured_budget(tiny_plan):
-    runs = {r.key: r for r in tiny_plan}
-    r = runs["b0-resolution-3x"]
-    base = runs["b0-baseline-1x"].cost.macs
-    spec = scale(BASELINES["b0"], 0.25, 0.5)
-    # Every other pixel size is at least as far from 3x the base's MACs (log scale).
-    dist = abs(math.log(r.cost.macs / (3 * base)))
-    for px in range(r.scaled.resolution - 3, r.scaled.resolution + 4):
-        assert abs(math.log(flop_counter_macs(spec, px) / (3 * base))) >= dist - 1e-12
+def test_presets_bases_sit_off_the_repeat_rounding_edges():
+    # A stage whose depth_mult * repeats is an integer gains a block at any depth above it:
+    # a base there makes the first depth step add blocks to several stages at once.
+    for preset in PRESETS.values():
+        for b in preset.bases:
+            for st in BASELINES[b.name].stages:
+                x = b.depth * st.repeats
+                assert abs(x - round(x)) > 1e-6, (preset.name, b.name, st)
+        assert preset.seeds >= 3 and preset.bases[0].name == "b0"
+    assert nominal_phi(2 * 1.2 * 1.1**2 * 1.15**2 / 2, (1.2, 1.1, 1.15)) == pytest.approx(1.0)
 
 
-def test_compare_says_won_lost_or_tied_from_the_spread():
-    def row(strategy, mean, std):
-        return {"group": "g", "target": 4.0, "strategy": strategy, "val_top1": mean,
-                "val_top1_std": std, "mac_ratio": 4.0}
+# ---------------------------------------------------------------- the whole run
+def fake_trainer(model, resolution, data, recipe, seed, on_epoch=None):
+    """No training: compound-like balance scores best; a line per call in $EFFNET_FAKE_LOG."""
+    w, d = model.spec.width_mult, model.spec.depth_mult
+    if os.environ.get("EFFNET_FAKE_LOG"):
+        with open(os.environ["EFFNET_FAKE_LOG"], "a") as f:
+            f.write(f"{w:.4f} {d:.4f} {resolution} {seed}\n")
+    base = {"efficientnet-b0": (0.25, 0.6), "mobilenetv2": (0.35, 0.6)}[model.spec.name]
+    grow = min(math.log(w / base[0]), math.log(d / base[1]), math.log(resolution / 14))
+    top1 = 0.5 + grow + 0.002 * seed
+    n = recipe.evals or recipe.epochs
+    return {"val_top1": top1, "curve": [top1] * n, "seconds": 0.0, "images_per_s": 1.0}
 
-    base = [row("depth", 0.80, 0.01), row("width", 0.82, 0.01), row("resolution", 0.79, 0.01)]
-    assert compare(base + [row("compound", 0.85, 0.01)], "g", 4.0)["verdict"] == "won"
-    assert compare(base + [row("compound", 0.75, 0.01)], "g", 4.0)["verdict"] == "lost"
-    c = compare(base + [row("compound", 0.83, 0.01)], "g", 4.0)
-    assert c["verdict"] == "tied" and c["best_single"] == "width"
-    assert c["difference"] == pytest.approx(0.01)
-    assert c["spread"] == pytest.approx(math.sqrt(2) * 0.01)
 
+def test_study_writes_results_verdicts_and_resumes(tmp_path, monkeypatch, tiny_plan):
+    import effnet.study.run as run_mod
 
-def test_study_writes_the_report_and_resumes(tmp_path, monkeypatch, tiny_plan):
-    import effnet.search.study as study_mod
-
-    monkeypatch.setattr(study_mod, "plan", lambda *a, **k: tiny_plan)  # tested above
+    monkeypatch.setattr(run_mod, "plan", lambda *a, **k: tiny_plan)  # tested above
     log = tmp_path / "calls"
     monkeypatch.setenv("EFFNET_FAKE_LOG", str(log))
     out = tmp_path / "study"
-    report = run_study(TINY, out, progress=False, trainer="tests.test_study:fake_trainer")
-    assert report == out / "report.md"
-    calls = log.read_text().splitlines()
-    assert len(calls) == 10 * 2  # 10 models x 2 seeds
-    results = json.loads((out / "results.json").read_text())
-    names = {"b0": "efficientnet-b0", "mobilenetv2": "mobilenetv2"}
-    for r in results["rows"]:
-        s = r["scaled"]
-        want = [fake_score(names[r["group"]], s["width_mult"], s["depth_mult"], s["resolution"],
-                           k) for k in (0, 1)]
-        assert r["val_top1"] == pytest.approx(sum(want) / 2)
-        assert r["val_top1_std"] == pytest.approx(0.01 / math.sqrt(2))
-    # fake_score rewards balance, so compound must come out ahead of every single dimension.
-    assert {c["verdict"] for c in results["comparisons"]} == {"won"}
+    kw = {"progress": False, "workers": 1, "trainer": "tests.test_study:fake_trainer",
+          "reference": tmp_path / "none.json"}
+    report = run_study(TINY, out, **kw)
+    assert len(log.read_text().splitlines()) == 2 * 10 * 3  # budgets x models x seeds
+    res = json.loads((out / "results.json").read_text())
+    for key in ("wall_s", "seeds", "models", "verdicts", "kendall_tau"):
+        assert key in res
+    assert res["seeds"] == 3 and res["kendall_tau"] is None
+    for m in res["models"]:
+        for key in ("base", "strategy", "target", "macs", "val_top1_mean", "val_top1_std",
+                    "still_learning"):
+            assert key in m
+        assert m["val_top1_std"] == pytest.approx(0.002)  # seeds 0, 1, 2 -> sd 0.002
+        assert m["still_learning"] is False  # flat fake curves
+    # The fake rewards balance, so compound beats every single dimension, significantly.
+    assert len(res["verdicts"]) == 4  # 2 bases x 2 budgets
+    for v in res["verdicts"]:
+        assert v["verdict"] == "win" and v["ci_low"] > 0
+    assert res["kendall_tau_short_long"] == pytest.approx(1.0)
     text = report.read_text()
-    assert "compound scaling won" in text.lower()
-    assert "vs target" in text and "proxy" in text.lower() and "how fast they learn" in text
-    for png in ("fig3_single_dimension.png", "fig8_compound_vs_single.png",
-                "table3_baselines.png", "fig7_activation_maps.png"):
+    assert "won 4, tied 0 and lost 0" in text
+    for png in res["plots"].values():
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in text
-    assert results["activation_maps"]["models"] == [
-        "b0-baseline-1x", "b0-depth-3x", "b0-width-3x", "b0-resolution-3x", "b0-compound-3x"]
-    # A rerun into the same folder trains nothing; other settings are refused.
-    run_study(TINY, out, progress=False, trainer="tests.test_study:fake_trainer")
-    assert len(log.read_text().splitlines()) == 20
+    assert set(res["plots"]) >= {"curves_b0", "curves_mobilenetv2", "fig3", "fig8", "table3",
+                                 "fig7"}
+    # A rerun trains nothing; other settings are refused; a reference gives Kendall's tau.
+    ref = dict(res, preset={**res["preset"], "name": "standard"})
+    (tmp_path / "ref.json").write_text(json.dumps(ref))
+    run_study(TINY, out, **{**kw, "reference": tmp_path / "ref.json"})
+    assert len(log.read_text().splitlines()) == 60
+    again = json.loads((out / "results.json").read_text())
+    assert again["kendall_tau"] == pytest.approx(1.0)
     with pytest.raises(Exception, match="other settings"):
-        run_study(replace(TINY, seeds=3), out, progress=False,
-                  trainer="tests.test_study:fake_trainer")
-
-
-def test_presets_are_documented_and_use_at_least_two_seeds():
-    assert set(PRESETS) == {"quick", "full", "cifar10"}
-    for p in PRESETS.values():
-        assert p.seeds >= 2 and p.expected and p.bases[0].name == "b0"
-        assert {b.name for b in p.bases} == {"b0", "mobilenetv2", "resnet50"}
+        run_study(replace(TINY, seeds=4), out, **kw)
 
 
 @pytest.mark.slow
-def test_study_trains_for_real_on_fashion_mnist_in_two_processes(tmp_path):
-    preset = replace(TINY, workers=2, bases=TINY.bases[:1])
-    report = run_study(preset, tmp_path / "study", progress=False)
-    results = json.loads((tmp_path / "study" / "results.json").read_text())
-    assert len(results["rows"]) == 5
-    for r in results["rows"]:
-        assert r["seeds"] == 2 and len(r["val_top1_seeds"]) == 2
-        assert all(0.0 <= v <= 1.0 for v in r["val_top1_seeds"])
-        assert r["seconds"] > 0
-    assert Path(report).exists() and results["comparisons"]
+def test_study_trains_for_real_in_two_processes(tmp_path):
+    preset = replace(TINY, bases=TINY.bases[:1], budgets=TINY.budgets[:1])
+    run_study(preset, tmp_path / "study", progress=False, workers=2,
+              reference=tmp_path / "none.json")
+    res = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert len(res["models"]) == 5
+    for m in res["models"]:
+        assert m["seeds"] == 3 and len(m["curve_mean"]) == 2
+        assert all(0.0 <= v <= 1.0 for v in m["val_top1_seeds"])
+
+
+@pytest.mark.slow
+def test_two_workers_on_postgresql_split_the_study_and_train_each_job_once(tmp_path,
+                                                                           monkeypatch,
+                                                                           tiny_plan):
+    import multiprocessing as mp
+
+    from effnet.study.run import study_jobs, study_worker
+    from tests.postgres import postgres_url
+
+    log = tmp_path / "calls"
+    monkeypatch.setenv("EFFNET_FAKE_LOG", str(log))
+    one = replace(TINY, bases=TINY.bases[:1], budgets=TINY.budgets[:1])
+    jobs = study_jobs(one, [r for r in tiny_plan if r.group == "b0"])
+    with postgres_url() as url:
+        args = (url, "tiny-split", jobs, one.identity(), str(tmp_path), None, False,
+                "tests.test_study:fake_trainer")
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=study_worker, args=args) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=300)
+            assert p.exitcode == 0
+        from effnet.search.queue import finished_jobs
+
+        results = finished_jobs(url, "tiny-split")
+    calls = log.read_text().splitlines()
+    assert len(calls) == len(jobs) == len(results) == 5 * 3  # every job, once
+    assert set(results) == set(jobs)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import commands_bench, commands_io, commands_search, commands_train
+from . import commands_bench, commands_io, commands_search, commands_study, commands_train
 from .errors import EffnetError
 from .model_factory import create_model, list_models
 from .profile import count_macs, count_params, profile
@@ -16,7 +16,7 @@ from .scaling import CompoundScaling
 from .zoo import MODELS, canonical_name
 
 # Each feature area registers its own subcommands: register(subparsers) -> None.
-PLUGINS = [commands_io, commands_train, commands_bench, commands_search]
+PLUGINS = [commands_io, commands_train, commands_bench, commands_search, commands_study]
 
 def _fmt_m(v: float | None, div: float, digits: int = 2) -> str:
     return "-" if v is None else f"{v / div:.{digits}f}"

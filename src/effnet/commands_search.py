@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 from .errors import EffnetError
 from .spec import BASELINES
@@ -116,28 +115,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_study(args: argparse.Namespace) -> int:
-    """The paper's scaling study at proxy scale (Fig. 3, Fig. 7, Fig. 8 / Table 7, Table 3)."""
-    import torch
-
-    from .search.study import PRESETS, run_study
-
-    _quiet()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.preset not in PRESETS:
-        raise EffnetError(f"unknown --preset {args.preset!r}: use one of {', '.join(PRESETS)}")
-    t0 = time.perf_counter()
-    report = run_study(args.preset, args.output, seeds=args.seeds, progress=not args.no_progress,
-                       root=args.data, download=args.download, workers=args.workers)
-    print(f"done in {(time.perf_counter() - t0) / 60:.1f} min; the report is {report.resolve()}")
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the `effnet` parser."""
     _add_search(sub)
-    _add_study(sub)
 
 
 def _add_search(sub: argparse._SubParsersAction) -> None:
@@ -210,19 +190,3 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_search)
-
-
-def _add_study(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("study", help="the paper's scaling study at proxy scale (Fig. 3, 7, 8; "
-                       "Tables 3, 7)")
-    p.add_argument("--preset", default="quick",
-                   help="quick (CPU, ~15 min), full (CPU, hours), cifar10 (GPU, downloads)")
-    p.add_argument("--output", default="study", help="folder for report.md, plots, results.json")
-    p.add_argument("--seeds", type=int, default=None, help="override the preset's seeds (>= 2)")
-    p.add_argument("--data", default=None, help="dataset folder")
-    p.add_argument("--download", action="store_true", help="allow downloading (cifar10)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="parallel training processes (default: the preset's, or one per core)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_study)

@@ -34,12 +34,19 @@ class Scaled:
     width_mult: float
     depth_mult: float
     resolution: int
+    stem_stride: int | None = None
 
     def spec(self) -> NetworkSpec:
-        """The concrete spec (channel and repeat counts rounded, paper Eq. 3)."""
+        """The concrete spec (channel and repeat counts rounded, paper Eq. 3).
+
+        `stem_stride` replaces the baseline's (2) for small inputs: stride 1
+        keeps a 16-px image at 16 px after the stem, as CIFAR variants of
+        ImageNet networks do.
+        """
         if self.base not in BASELINES:
             raise ValueError(f"unknown baseline {self.base!r}: use one of {', '.join(BASELINES)}")
-        return scale(BASELINES[self.base], self.width_mult, self.depth_mult)
+        spec = scale(BASELINES[self.base], self.width_mult, self.depth_mult)
+        return spec if self.stem_stride is None else spec.with_(stem_stride=self.stem_stride)
 
     def build(self, num_classes: int = 10, in_chans: int = 1, drop_rate: float = 0.1,
               drop_path_rate: float = 0.05, bn_momentum: float = 0.1) -> EfficientNet:

@@ -1,0 +1,52 @@
+"""`effnet study`: the paper's scaling study at proxy scale (Fig. 3, 7, 8; Tables 3, 7)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    """Run (or resume) the study and print where its report is."""
+    from .study.run import run_study
+
+    t0 = time.perf_counter()
+    report = run_study(args.preset, args.output, seeds=args.seeds, progress=not args.no_progress,
+                       root=args.data, download=args.download, workers=args.workers,
+                       reference=args.reference, storage=args.storage,
+                       study_name=args.study_name)
+    if report is None:
+        return 0
+    print(f"done in {(time.perf_counter() - t0) / 60:.1f} min; the report is {report.resolve()}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `effnet study` to the `effnet` parser."""
+    from .study.presets import PRESETS
+
+    p = sub.add_parser("study", help="the paper's scaling study at proxy scale (Fig. 3, 7, 8; "
+                       "Tables 3, 7)",
+                       description="Scale small bases by depth, width, resolution and compound "
+                       "scaling to equal measured MACs, train each to the end of one recipe "
+                       "for several seeds, and report compound against the best single "
+                       "dimension with 95%% intervals. Resumable.")
+    p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
+                   help="quick: B0 base, one short budget (about 15 min on 2 cores, what "
+                   "`make run` runs); standard: three bases, two budgets (the committed "
+                   "reference, about 90 min); full: larger bases and budgets, for a GPU")
+    p.add_argument("--output", default="study", help="folder for report.md, plots, results.json")
+    p.add_argument("--seeds", type=int, default=None, help="override the preset's seeds (>= 2)")
+    p.add_argument("--data", default=None, help="dataset folder (default: the system copy)")
+    p.add_argument("--download", action="store_true", help="allow downloading (cifar10)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel training processes, one thread each (default: one per core)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage the workers share: sqlite:///FILE (default: "
+                   "OUTPUT/study.db) or postgresql://USER@HOST:PORT/DB for several machines")
+    p.add_argument("--study-name", default=None,
+                   help="name of the study in the storage (default: effnet-study-PRESET)")
+    p.add_argument("--reference", default=None,
+                   help="results.json to rank against (default: the committed standard run)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_study)

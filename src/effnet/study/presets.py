@@ -1,0 +1,112 @@
+"""The study's presets: which bases, budgets, seeds and MAC targets one run trains.
+
+Preset data only: no prose that goes stale and no timings (measured times are
+in the committed results under ``results/``).
+
+Design (paper Fig. 3, Fig. 8 / Table 7, Table 3, at a scale two CPU cores afford):
+
+* the bases are B0, MobileNetV2 and ResNet-50 scaled down in width and depth,
+  at a depth whose stage repeats sit off the ceil's rounding edges (depth 0.6:
+  no stage's depth_mult * repeats is an integer), so a small step in depth
+  adds one block at a time instead of one to every stage at once;
+* the base sees Fashion-MNIST at 14 px, downsampled from the native 28 px with
+  antialiasing, so resolution scaling up to 28 px (4x the MACs) adds real
+  detail; the stem has stride 1 (as CIFAR variants of ImageNet networks do),
+  so a 14-px input still has a 2x2 map in front of the last stage;
+* every model of a preset is trained with one recipe, tuned once on the B0
+  base and applied unchanged to every scaled model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from ..search.trainer import Recipe
+
+STRATEGIES = ("depth", "width", "resolution", "compound")
+
+
+@dataclass(frozen=True)
+class BaseNet:
+    """A study base: ``BASELINES[name]`` scaled to (`width`, `depth`), with its stem stride."""
+
+    name: str
+    width: float = 1.0
+    depth: float = 1.0
+    stem_stride: int = 1
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One training budget of a preset: a name, the recipe every model gets, and for which bases.
+
+    `bases` limits the budget to those bases (None: all of the preset's).
+    """
+
+    name: str
+    recipe: Recipe
+    bases: tuple[str, ...] | None = None
+
+    def covers(self, base: str) -> bool:
+        """Whether models of `base` are trained with this budget."""
+        return self.bases is None or base in self.bases
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything one study run does. The first base is the B0 base of Fig. 3, 7 and 8.
+
+    The first budget is the short one; the last is the one the verdict and
+    the fidelity of other presets are judged on.
+    """
+
+    name: str
+    dataset: str
+    image_size: int
+    bases: tuple[BaseNet, ...]
+    budgets: tuple[Budget, ...]
+    seeds: int
+    targets: tuple[float, ...]           # MAC multiples of the B0 base (Fig. 3 / Fig. 8)
+    table3_target: float | None          # MAC multiple for the other bases (Table 3)
+    coefficients: tuple[float, float, float] = (1.2, 1.1, 1.15)  # alpha, beta, gamma
+    cam_images: int = 6
+    drop_rate: float = 0.1
+    drop_path_rate: float = 0.05
+
+    def identity(self) -> dict:
+        """The settings that decide the results (a stored study must match them to resume)."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+B0_BASE = BaseNet("b0", 0.25, 0.6)
+BASES = (B0_BASE, BaseNet("mobilenetv2", 0.35, 0.6), BaseNet("resnet50", 0.125, 0.6))
+
+SHORT = Recipe(epochs=1, evals=4)
+LONG = Recipe(epochs=2, evals=8)
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(name="quick", dataset="fashion-mnist", image_size=14, bases=(B0_BASE,),
+                    budgets=(Budget("short", SHORT),), seeds=3, targets=(2.5, 4.0),
+                    table3_target=None),
+    "standard": Preset(name="standard", dataset="fashion-mnist", image_size=14, bases=BASES,
+                       budgets=(Budget("short", SHORT, ("b0",)), Budget("long", LONG)), seeds=3,
+                       targets=(2.5, 4.0), table3_target=4.0),
+    "full": Preset(name="full", dataset="fashion-mnist", image_size=14,
+                   bases=(BaseNet("b0", 0.5, 1.1), BaseNet("mobilenetv2", 0.5, 1.1),
+                          BaseNet("resnet50", 0.25, 0.6)),
+                   budgets=(Budget("short", Recipe(epochs=4, evals=8)),
+                            Budget("long", Recipe(epochs=16, evals=16))),
+                   seeds=5, targets=(2.5, 4.0), table3_target=4.0),
+}
+
+# Paper Table 7 (ImageNet top-1, %, and B MACs): what the proxy study mirrors.
+PAPER_TABLE7 = {"baseline": (77.3, 0.4), "depth": (79.0, 1.8), "width": (78.9, 1.8),
+                "resolution": (79.1, 1.9), "compound": (81.1, 1.8)}
+# Paper Table 3 (ImageNet top-1, %, and B MACs) for the MobileNetV2 and ResNet-50 rows.
+PAPER_TABLE3 = {
+    "mobilenetv2": {"baseline": (72.0, 0.3), "depth": (76.8, 1.2), "width": (76.4, 1.1),
+                    "resolution": (74.8, 1.2), "compound": (77.4, 1.3)},
+    "resnet50": {"baseline": (76.0, 4.1), "depth": (78.1, 16.2), "width": (77.7, 14.7),
+                 "resolution": (77.5, 16.4), "compound": (78.8, 16.7)},
+}

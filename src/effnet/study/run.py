@@ -1,0 +1,199 @@
+"""Running the study: plan every model, train each for every budget and seed, write the report.
+
+One job is (budget, model, seed). Jobs go through the same Optuna storage as
+the grid search (:func:`effnet.search.queue.run_jobs`): by default an SQLite
+file in the output folder, so a rerun resumes; with ``--storage
+postgresql://...`` any number of workers on any number of machines split one
+study, each job is trained once, and the job of a worker that died is
+retried by another. On one machine the study starts one worker process per
+core, each training one model at a time on one thread (many small models
+train faster side by side than one after another on several threads).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import EffnetError
+from ..search.queue import finished_jobs, job_states, run_jobs, storage_url
+from ..search.trainer import ProxyData, Recipe, load_trainer
+from ..train.checkpoint import atomic_write
+from .plan import Run, cam_runs, plan
+from .presets import PRESETS, Preset
+from .report import write_report
+
+_WORKER: dict[str, Any] = {}
+
+
+def job_key(budget: str, run_key: str, seed: int) -> str:
+    """The name of one training job: budget/model/seed."""
+    return f"{budget}/{run_key}/{seed}"
+
+
+def _data(dataset: str, root: str | None, recipe: Recipe, download: bool) -> ProxyData:
+    """This worker's in-memory data for `recipe`'s subsets (kept while the recipe repeats)."""
+    key = json.dumps([dataset, root, recipe.train_size, recipe.val_size, recipe.val_fraction])
+    if _WORKER.get("data_key") != key:
+        _WORKER["data"] = ProxyData(dataset, root, recipe, download=download, cache=1)
+        _WORKER["data_key"] = key
+    return _WORKER["data"]
+
+
+def train_job(run: dict, seed: int, recipe: dict, preset: dict, root: str | None,
+              download: bool, weights_path: str | None, trainer: str | None = None) -> dict:
+    """Train one study model for one seed with one budget's recipe; return its result."""
+    import torch
+
+    rec = Recipe(**recipe)
+    data = _data(preset["dataset"], root, rec, download)
+    scaled = Run.from_dict(run).scaled
+    torch.manual_seed(seed)
+    model = scaled.build(num_classes=data.num_classes, in_chans=data.in_chans,
+                         drop_rate=preset["drop_rate"], drop_path_rate=preset["drop_path_rate"])
+    if torch.cuda.is_available():  # --preset full on a GPU machine: bf16 autocast in the trainer
+        model = model.cuda()
+    out = load_trainer(trainer)(model, scaled.resolution, data, rec, seed)
+    if weights_path:
+        from safetensors.torch import save_file
+
+        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        atomic_write(weights_path, lambda tmp: save_file(sd, tmp))
+    return {"val_top1": float(out["val_top1"]), "seconds": float(out["seconds"]),
+            "images_per_s": float(out["images_per_s"]),
+            "curve": [float(v) for v in out["curve"]]}
+
+
+def resolve_preset(preset: str | Preset, seeds: int | None = None) -> Preset:
+    """A preset by name (or as given), with `seeds` overridden when set."""
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise EffnetError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+        preset = PRESETS[preset]
+    if seeds is not None:
+        if seeds < 2:
+            raise EffnetError("--seeds must be >= 2: every verdict needs a spread over seeds")
+        preset = replace(preset, seeds=seeds)
+    return preset
+
+
+def _workers(requested: int | None) -> int:
+    if requested:
+        return max(1, requested)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def study_jobs(preset: Preset, runs: list[Run]) -> dict[str, dict]:
+    """Every (budget, model, seed) job of the study, longest first, as JSON-able params."""
+    show = {r.key for r in cam_runs(runs, preset)}
+    last = preset.budgets[-1].name
+    jobs = []
+    for b in preset.budgets:
+        for r in (r for r in runs if b.covers(r.group)):
+            for s in range(preset.seeds):
+                keep = b.name == last and s == 0 and r.key in show
+                jobs.append((job_key(b.name, r.key, s), {
+                    "run": r.as_dict(), "seed": s, "recipe": b.recipe.as_dict(),
+                    "weights": f"models/{r.key}.safetensors" if keep else None},
+                    r.cost.macs * b.recipe.epochs * (b.recipe.train_size or 60_000)
+                    * max(1.0, r.scaled.depth_mult)))
+    # Longest first, so parallel workers finish together.
+    jobs.sort(key=lambda j: -j[2])
+    return {key: params for key, params, _ in jobs}
+
+
+def _work_fn(preset: dict, output: str, root: str | None, download: bool,
+             trainer: str | None):
+    def work(ctx) -> dict:
+        p = ctx.params
+        weights = str(Path(output) / p["weights"]) if p["weights"] else None
+        res = train_job(p["run"], p["seed"], p["recipe"], preset, root, download, weights,
+                        trainer)
+        return {**res, "value": res["val_top1"]}
+
+    return work
+
+
+def study_worker(storage: str, study_name: str, jobs: dict[str, dict], preset: dict,
+                 output: str, root: str | None, download: bool, trainer: str | None,
+                 threads: int = 1, progress: bool = False) -> int:
+    """One worker: train jobs of the study from the shared storage until none is left."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    done = []
+
+    def on_done(key: str, res: dict) -> None:
+        done.append(key)
+        if progress:
+            print(f"  {key}: {100 * res['val_top1']:.2f}% in {res['seconds']:.0f} s",
+                  flush=True)
+
+    run_jobs(storage, study_name, jobs, _work_fn(preset, output, root, download, trainer),
+             identity=preset, on_done=on_done)
+    return len(done)
+
+
+def run_study(preset: str | Preset, output: str | Path, seeds: int | None = None,
+              progress: bool = True, root: str | None = None, download: bool = False,
+              workers: int | None = None, reference: str | Path | None = None,
+              trainer: str | None = None, storage: str | None = None,
+              study_name: str | None = None) -> Path | None:
+    """Run (or resume, or join) the study into `output`; return report.md's path.
+
+    `storage` is an Optuna RDB URL (default: ``OUTPUT/study.db``); workers of
+    other processes or machines that run the same preset on the same storage
+    share the jobs. Returns None when jobs are still running elsewhere (the
+    report is written by whoever finishes last, or by a rerun).
+    `reference` is a results.json of another run (by default the committed
+    `standard` reference) whose ranking of the B0 models this run is compared
+    with (Kendall's tau). `trainer` names a replacement for the proxy trainer
+    ('package.module:function', the signature of
+    :func:`~effnet.search.trainer.train_proxy`); tests use a fast fake one.
+    """
+    t_start = time.perf_counter()
+    preset = resolve_preset(preset, seeds)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "models").mkdir(exist_ok=True)
+    load_trainer(trainer)  # a bad --trainer fails here, before any work
+    data = ProxyData(preset.dataset, root, preset.budgets[0].recipe, download=download)
+    url = storage_url(storage or str(out / "study.db"))
+    name = study_name or f"effnet-study-{preset.name}"
+    if progress:
+        print(f"study '{preset.name}': planning (measuring MACs), storage {url}, study {name}",
+              flush=True)
+    runs = plan(preset, data.num_classes, data.in_chans)
+    jobs = study_jobs(preset, runs)
+    ident = preset.identity()
+    n_workers = _workers(workers)
+    args = (url, name, jobs, ident, str(out), root, download, trainer)
+    if progress:
+        print(f"{len(jobs)} training jobs ({len(runs)} models), {n_workers} worker(s)",
+              flush=True)
+    if n_workers == 1:
+        study_worker(*args, progress=progress)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(study_worker, *args, 1, progress) for _ in range(n_workers)]
+            for fut in futures:
+                fut.result()
+    states = job_states(url, name)
+    waiting = [k for k, v in states.items() if v != "done"]
+    if waiting:
+        print(f"{len(waiting)} job(s) are not done ({waiting[0]}, ...): they run in other "
+              "workers, or failed; rerun this command to finish and write the report")
+        return None
+    state = {"results": finished_jobs(url, name), "workers": n_workers,
+             "wall_s": time.perf_counter() - t_start}
+    return write_report(out, preset, runs, state, data, reference=reference)
