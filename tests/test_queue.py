@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,8 +23,7 @@ import pytest
 from effnet.cli import main as cli_main
 from effnet.errors import EffnetError
 from effnet.search.queue import (
-    IDENTITY_ATTR,
-    JOBS_ATTR,
+    QUEUE_ATTR,
     JobContext,
     finished_jobs,
     job_states,
@@ -91,8 +91,7 @@ def test_a_job_queued_twice_still_runs_once(tmp_path):
     # (Optuna's enqueue_trial(skip_if_exists=True) is not atomic): build that queue by hand.
     db = str(tmp_path / "q.db")
     study = optuna.create_study(study_name="s", storage=storage_url(db), direction="maximize")
-    study.set_user_attr(IDENTITY_ATTR, {})
-    study.set_user_attr(JOBS_ATTR, JOBS)
+    study.set_user_attr(QUEUE_ATTR, {"identity": {}, "jobs": JOBS})
     for key in JOBS:
         for _ in range(2):
             study.enqueue_trial({"job": key}, user_attrs={"job": key})
@@ -163,23 +162,40 @@ def test_a_file_that_is_not_a_database_gives_one_line(tmp_path, capsys):
     with pytest.raises(EffnetError, match="not an SQLite database") as err:
         open_storage(str(path))
     assert "\n" not in str(err.value)
-    assert cli_main(["scale", "--phi", "1", "--from-search", str(path)]) == 2
-    msg = capsys.readouterr().err.strip()
-    assert "not an SQLite database" in msg and "\n" not in msg
+    for args in (["scale", "--phi", "1", "--from-search", str(path)],
+                 ["search", "--storage", str(path), "--no-progress"]):
+        assert cli_main(args) == 2
+        msg = capsys.readouterr().err.strip()
+        assert "not an SQLite database" in msg and "\n" not in msg
+    assert path.read_text() == "these are my notes, not a database\n"  # left untouched
 
 
 def test_a_server_that_never_answers_gives_one_line_within_the_timeout():
     # A socket that listens but never answers: the kernel completes the TCP handshake,
     # then nothing ever comes back (a hung server, a firewall that swallows packets).
+    # Opened in a daemon thread, so that a hang fails this test instead of freezing it.
+    outcome: list[BaseException | None] = []
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         port = silent.getsockname()[1]
+
+        def connect() -> None:
+            try:
+                open_storage(f"postgresql://me:secret@127.0.0.1:{port}/db", connect_timeout=2)
+                outcome.append(None)
+            except BaseException as err:  # noqa: BLE001 - handed to the test below
+                outcome.append(err)
+
         t0 = time.monotonic()
-        with pytest.raises(EffnetError) as err:
-            open_storage(f"postgresql://me:secret@127.0.0.1:{port}/db", connect_timeout=2)
+        worker = threading.Thread(target=connect, daemon=True)
+        worker.start()
+        worker.join(timeout=20)
         elapsed = time.monotonic() - t0
-    msg = str(err.value)
+    assert outcome, "no answer after 20 s: the connection timeout did not work"
+    err = outcome[0]
+    assert isinstance(err, EffnetError), repr(err)
+    msg = str(err)
     assert f"127.0.0.1:{port}" in msg and "did not answer" in msg, msg
     assert "\n" not in msg and "secret" not in msg
     assert elapsed < 12, elapsed
@@ -191,7 +207,7 @@ def worker_main(url: str, study: str, out: str) -> None:
     store = open_storage(url, heartbeat_interval=1, grace_period=3)
     ready = Path(os.environ["QUEUE_DIR"])
     (ready / f"ready-{os.getpid()}").touch()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a loaded machine can take a minute to import torch
     while len(list(ready.glob("ready-*"))) < int(os.environ["QUEUE_WORKERS"]):
         assert time.monotonic() < deadline, "the other worker never started"
         time.sleep(0.02)
@@ -233,7 +249,7 @@ def test_two_workers_on_postgresql_split_the_jobs_and_run_each_once(tmp_path):
         study = f"q-{uuid.uuid4().hex[:8]}"
         procs = start_workers(url, study, tmp_path, 2, sleep=0.4)
         for p in procs:
-            assert p.wait(timeout=120) == 0, p.stderr.read()
+            assert p.wait(timeout=240) == 0, p.stderr.read()
         states = job_states(url, study)
     starts = [(k, pid) for e, k, pid in read_log(tmp_path) if e == "start"]
     assert sorted(k for k, _ in starts) == sorted(JOBS)  # every job once, none twice
@@ -247,7 +263,7 @@ def test_two_workers_on_postgresql_split_the_jobs_and_run_each_once(tmp_path):
 def _kill_one_mid_job_and_check_the_other_retries(url: str, folder: Path) -> None:
     study = f"k-{uuid.uuid4().hex[:8]}"
     victim, survivor = start_workers(url, study, folder, 2, sleep=0.8)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 240
     while not any(e == "start" and pid == victim.pid for e, _, pid in read_log(folder)):
         assert victim.poll() is None, victim.stderr.read()
         assert time.monotonic() < deadline, "the worker never started a job"
@@ -255,7 +271,7 @@ def _kill_one_mid_job_and_check_the_other_retries(url: str, folder: Path) -> Non
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     killed = [k for e, k, pid in read_log(folder) if e == "start" and pid == victim.pid][-1]
-    assert survivor.wait(timeout=120) == 0, survivor.stderr.read()
+    assert survivor.wait(timeout=240) == 0, survivor.stderr.read()
     log = read_log(folder)
     assert ("end", killed, victim.pid) not in log  # it really died mid-job
     assert ("start", killed, survivor.pid) in log and ("end", killed, survivor.pid) in log

@@ -52,8 +52,7 @@ __all__ = ["CONNECT_TIMEOUT_S", "GRACE_S", "HEARTBEAT_S", "MAX_RETRY", "JobConte
            "study_identities"]
 
 
-IDENTITY_ATTR = "effnet_identity"
-JOBS_ATTR = "effnet_jobs"
+QUEUE_ATTR = "effnet_queue"  # study user attr: {"identity": ..., "jobs": ...}, one write
 KEY_ATTR = "job"          # user attr of each trial: its job's key (also its only param)
 RESULT_ATTR = "result"    # user attr: what the work function returned
 PARTIAL_ATTR = "partial"  # user attr: what JobContext.set stored (kept when pruned)
@@ -167,24 +166,23 @@ def _load(storage, study_name: str, pruner=None, create: bool = True):
 
 
 def _check_identity(study, study_name: str, identity: dict, jobs: dict[str, dict]) -> None:
-    """Store `identity` and the jobs on a new study; refuse a stored one that differs."""
-    mine = {IDENTITY_ATTR: json.loads(json.dumps(identity)),
-            JOBS_ATTR: json.loads(json.dumps(jobs))}
-    if study.user_attrs.get(IDENTITY_ATTR) is None:
+    """Store `identity` and the jobs on a new study; refuse a stored one that differs.
+
+    Both go in one user attr, written at once, so that a worker starting at
+    the same moment never sees one without the other.
+    """
+    mine = json.loads(json.dumps({"identity": identity, "jobs": jobs}))
+    if study.user_attrs.get(QUEUE_ATTR) is None:
         # Workers set the identity before they queue anything: trials without one come from
         # an older effnet (or another program) and mean something else.
         if study.get_trials(deepcopy=False):
             raise EffnetError(f"study {study_name!r} was not made by this version of effnet: "
                               "pass a new name (--study-name) or another --storage")
-        for name, value in mine.items():
-            study.set_user_attr(name, value)
-    stored = study.user_attrs  # read back: two new workers may have written at once
-    diff = []
-    if stored.get(IDENTITY_ATTR) != mine[IDENTITY_ATTR]:
-        old = stored.get(IDENTITY_ATTR) or {}
-        diff = [k for k in sorted(set(old) | set(identity))
-                if old.get(k) != mine[IDENTITY_ATTR].get(k)] or ["settings"]
-    elif stored.get(JOBS_ATTR) != mine[JOBS_ATTR]:
+        study.set_user_attr(QUEUE_ATTR, mine)
+    stored = study.user_attrs[QUEUE_ATTR]  # read back: two new workers may have written at once
+    old, new = stored.get("identity") or {}, mine["identity"]
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if not diff and stored.get("jobs") != mine["jobs"]:
         diff = ["jobs"]
     if diff:
         raise EffnetError(f"study {study_name!r} was run with other settings ({', '.join(diff)} "
@@ -326,7 +324,8 @@ def finished_jobs(storage: str | RDBStorage, study_name: str) -> dict[str, dict]
 def job_states(storage: str | RDBStorage, study_name: str) -> dict[str, str]:
     """key -> waiting | running | done | failed for every job of a stored study."""
     study = _load(_store(storage, must_exist=True), study_name, create=False)
-    return _states(study.get_trials(deepcopy=False), study.user_attrs.get(JOBS_ATTR) or {})
+    jobs = (study.user_attrs.get(QUEUE_ATTR) or {}).get("jobs") or {}
+    return _states(study.get_trials(deepcopy=False), jobs)
 
 
 def study_identities(storage: str | RDBStorage) -> dict[str, dict]:
@@ -334,6 +333,6 @@ def study_identities(storage: str | RDBStorage) -> dict[str, dict]:
     import optuna
 
     store = _store(storage, must_exist=True)
-    return {s.study_name: s.user_attrs[IDENTITY_ATTR]
+    return {s.study_name: s.user_attrs[QUEUE_ATTR]["identity"]
             for s in optuna.study.get_all_study_summaries(store, include_best_trial=False)
-            if IDENTITY_ATTR in s.user_attrs}
+            if QUEUE_ATTR in s.user_attrs}

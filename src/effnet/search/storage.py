@@ -127,7 +127,9 @@ def open_storage(url: str, must_exist: bool = False, *, heartbeat_interval: int 
         except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as err:
             last = err  # two workers creating the tables at the same moment: try again
         except sa_exc.OperationalError as err:
-            if "locked" not in str(err):  # SQLite busy: try again; anything else is final
+            # SQLite busy, or two workers creating the tables at once: try again. Anything
+            # else (no server, refused, timed out, wrong password) is final.
+            if not any(s in str(err) for s in ("locked", "already exists")):
                 raise _unreachable(url, err, connect_timeout) from None
             last = err
         except sa_exc.DatabaseError as err:
