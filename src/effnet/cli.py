@@ -29,7 +29,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     """Every named model beside the paper's Table 2 numbers."""
     names = list_models(args.filter)
     if not names:
-        raise ValueError(f"no model matches {args.filter!r}: models are {', '.join(MODELS)}")
+        raise EffnetError(f"no model matches {args.filter!r}: models are {', '.join(MODELS)}")
     head = (f"{'model':<7}{'width':>6}{'depth':>6}{'res':>5}{'drop':>6}{'params(M)':>11}"
             f"{'paper':>7}{'MACs(B)':>9}{'paper':>7}")
     print(head)
@@ -74,7 +74,7 @@ def parse_phis(text: str) -> list[float]:
         else:
             phis = [float(v) for v in text.split(",")]
     except ValueError:
-        raise ValueError(f"bad --phi {text!r}: give a number (2.5), a list (0,1,2) "
+        raise EffnetError(f"bad --phi {text!r}: give a number (2.5), a list (0,1,2) "
                          "or a range (1..7)") from None
     if not phis:
         raise EffnetError(f"empty --phi range {text!r}: give LOW..HIGH with LOW <= HIGH, "

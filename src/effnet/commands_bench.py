@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from .errors import EffnetError
+
 TASKS = ("inference", "training", "memory", "table4", "limits")
 
 
@@ -13,10 +15,10 @@ def _ints(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"bad batch list {text!r}: give numbers separated by commas, "
+        raise EffnetError(f"bad batch list {text!r}: give numbers separated by commas, "
                          "e.g. 1,32") from None
     if not values or min(values) < 1:
-        raise ValueError(f"bad batch list {text!r}: batch sizes must be >= 1")
+        raise EffnetError(f"bad batch list {text!r}: batch sizes must be >= 1")
     return values
 
 
@@ -33,16 +35,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
     if args.threads is not None and args.threads < 1:
-        raise ValueError("--threads must be >= 1")
+        raise EffnetError("--threads must be >= 1")
     if args.repeats is None:
         args.repeats = 3 if args.task == "training" else 7
     if args.repeats < 1:
-        raise ValueError("--repeats must be >= 1")
+        raise EffnetError("--repeats must be >= 1")
     if args.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device here; use --device cpu")
+            raise EffnetError("--device cuda: no CUDA device here; use --device cpu")
     progress = None if args.quiet else _progress
     task = args.task
     results: dict[str, Any]

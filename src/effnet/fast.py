@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import EffnetError
 from .nn.blocks import MBConv
 from .nn.layers import ConvBNAct, DropPath, SqueezeExcite, activation_name, apply_activation
 
@@ -45,7 +46,7 @@ POINTWISE_GEMM_MAX_BATCH = 16
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A new conv (same class, with bias) computing bn(conv(x)) with `bn`'s running statistics."""
     if bn.running_mean is None or bn.running_var is None:
-        raise ValueError("cannot fold a batch norm without running statistics")
+        raise EffnetError("cannot fold a batch norm without running statistics")
     fused = copy.deepcopy(conv)
     w = conv.weight.double()
     inv = torch.rsqrt(bn.running_var.double() + bn.eps)
@@ -210,10 +211,10 @@ def optimize_for_inference(model: nn.Module, example_input: torch.Tensor | None 
     other methods stay available on the eager result.
     """
     if compile and torchscript:
-        raise ValueError("choose one of compile=True or torchscript=True, not both")
+        raise EffnetError("choose one of compile=True or torchscript=True, not both")
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d) and (m.running_mean is None or m.running_var is None):
-            raise ValueError("optimize_for_inference needs batch norms with running statistics "
+            raise EffnetError("optimize_for_inference needs batch norms with running statistics "
                              "(track_running_stats=True)")
     fast = _rewrite(copy.deepcopy(model)).eval()
     for p in fast.parameters():

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .errors import EffnetError
 from .limits import check_model_size
 from .nn.features import EfficientNetFeatures
 from .nn.layers import PADDING_MODES, TF_BN_EPS
@@ -66,17 +67,17 @@ def create_model(name: str | None = None, pretrained: Any = None, num_classes: i
         if num_classes is None:
             num_classes = int(config.get("num_classes", 1000))
     if name is None:
-        raise ValueError("create_model needs a model name (one of "
+        raise EffnetError("create_model needs a model name (one of "
                          f"{', '.join(MODELS)}), or pretrained=<folder from save_pretrained>")
     num_classes = 1000 if num_classes is None else num_classes
     entry = MODELS[canonical_name(name)]
     padding = padding or "symmetric"
     if padding not in PADDING_MODES:
-        raise ValueError(f"unknown padding {padding!r}: use one of {', '.join(PADDING_MODES)}")
+        raise EffnetError(f"unknown padding {padding!r}: use one of {', '.join(PADDING_MODES)}")
     cfg = entry.pretrained_cfg()
     if phi is not None:
         if entry.width_mult != 1.0 or entry.depth_mult != 1.0:
-            raise ValueError(f"phi scales a baseline: use name='b0' or 'lite0', not {name!r}")
+            raise EffnetError(f"phi scales a baseline: use name='b0' or 'lite0', not {name!r}")
         scaling = scaling or CompoundScaling()
         resolution = scaling.coefficients(phi, entry.resolution).resolution
         spec = scaling.scale(entry.base, phi, base_name=entry.name)
@@ -124,7 +125,7 @@ def _default_pretrained(name: str | None) -> str:
     """pretrained=True: the only weights effnet can find offline are the packaged Lite0 ones."""
     if name is not None and canonical_name(name) == "lite0":
         return PACKAGED
-    raise ValueError(f"no weights ship for {name!r}: pass pretrained=<checkpoint file> "
+    raise EffnetError(f"no weights ship for {name!r}: pass pretrained=<checkpoint file> "
                      "(timm, torchvision, TF-ported or effnet), or use 'lite0' with "
                      "pretrained='packaged'")
 

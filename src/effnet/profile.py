@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .errors import EffnetError
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -93,6 +95,6 @@ def profile(model: nn.Module, resolution: int | None = None) -> Profile:
     if resolution is None:
         resolution = int(getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224))[-1])
     if resolution < 1:
-        raise ValueError(f"resolution must be >= 1, got {resolution}")
+        raise EffnetError(f"resolution must be >= 1, got {resolution}")
     return Profile(params=count_params(model), macs=count_macs(model, resolution),
                    activation_bytes=activation_bytes(model, resolution), resolution=resolution)

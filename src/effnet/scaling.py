@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from .errors import EffnetError
 from .spec import NetworkSpec
 
 DEPTH_DIVISOR = 8
@@ -41,7 +42,7 @@ def scale(spec: NetworkSpec, width_mult: float = 1.0, depth_mult: float = 1.0) -
     so call this on baselines.
     """
     if width_mult <= 0 or depth_mult <= 0:
-        raise ValueError(f"width_mult and depth_mult must be > 0, got {width_mult}, {depth_mult}")
+        raise EffnetError(f"width_mult and depth_mult must be > 0, got {width_mult}, {depth_mult}")
     last = len(spec.stages) - 1
     stages = []
     for i, st in enumerate(spec.stages):
@@ -110,7 +111,7 @@ class CompoundScaling:
         for name in ("alpha", "beta", "gamma"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 1.0):
-                raise ValueError(
+                raise EffnetError(
                     f"{name} must be a finite number >= 1 (paper Eq. 3), got {value!r}")
 
     @property
@@ -130,7 +131,7 @@ class CompoundScaling:
     def coefficients(self, phi: float, base_resolution: int = 224) -> Coefficients:
         """Depth, width and resolution multipliers for `phi` >= 0 (any real value)."""
         if not (isinstance(phi, int | float) and math.isfinite(phi) and phi >= 0):
-            raise ValueError(f"phi must be a finite number >= 0, got {phi!r}")
+            raise EffnetError(f"phi must be a finite number >= 0, got {phi!r}")
         r = self.gamma**phi
         return Coefficients(phi=float(phi), depth_mult=self.alpha**phi, width_mult=self.beta**phi,
                             resolution_mult=r, resolution=scaled_resolution(base_resolution, r))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .errors import EffnetError
+
 
 @dataclass(frozen=True)
 class StageSpec:
@@ -28,13 +30,13 @@ class StageSpec:
 
     def __post_init__(self) -> None:
         if self.block not in ("mbconv", "bottleneck"):
-            raise ValueError(f"unknown block type {self.block!r}: use 'mbconv' or 'bottleneck'")
+            raise EffnetError(f"unknown block type {self.block!r}: use 'mbconv' or 'bottleneck'")
         if self.kernel < 1 or self.kernel % 2 == 0:
-            raise ValueError(f"kernel must be a positive odd number, got {self.kernel}")
+            raise EffnetError(f"kernel must be a positive odd number, got {self.kernel}")
         if self.stride not in (1, 2):
-            raise ValueError(f"stride must be 1 or 2, got {self.stride}")
+            raise EffnetError(f"stride must be 1 or 2, got {self.stride}")
         if self.repeats < 1 or self.out_channels < 1:
-            raise ValueError("repeats and out_channels must be >= 1")
+            raise EffnetError("repeats and out_channels must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import EffnetError
 from .scaling import scale
 from .spec import EFFICIENTNET_B0, EFFICIENTNET_LITE, NetworkSpec
 
@@ -98,7 +99,7 @@ def canonical_name(name: str) -> str:
             key = key[len(prefix):]
             break
     if key not in MODELS:
-        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODELS)} "
+        raise EffnetError(f"unknown model {name!r}: choose one of {', '.join(MODELS)} "
                          "(the prefix 'efficientnet_' is accepted too)")
     return key
 

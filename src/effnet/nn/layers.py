@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import EffnetError
+
 PADDING_MODES = ("symmetric", "same")
 
 # TF BatchNormalization momentum 0.99 is PyTorch momentum 0.01 (paper Section 5.2).
@@ -24,7 +26,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "relu6": nn.ReLU6, "
 def make_activation(name: str) -> nn.Module:
     """The activation module for a spec's activation name."""
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}: use {', '.join(ACTIVATIONS)}")
+        raise EffnetError(f"unknown activation {name!r}: use {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
 
@@ -76,7 +78,7 @@ def make_conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int
     odd kernels pad symmetrically in both modes.
     """
     if padding not in PADDING_MODES:
-        raise ValueError(f"unknown padding {padding!r}: use one of {PADDING_MODES}")
+        raise EffnetError(f"unknown padding {padding!r}: use one of {PADDING_MODES}")
     if padding == "same" and stride > 1:
         return Conv2dSame(in_ch, out_ch, kernel, stride, padding=0, groups=groups, bias=bias)
     return nn.Conv2d(in_ch, out_ch, kernel, stride, padding=(kernel - 1) // 2, groups=groups,

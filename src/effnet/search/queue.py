@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EffnetError
+from ..io_utils import first_line
 from .storage import (
     CONNECT_TIMEOUT_S,
     GRACE_S,
     HEARTBEAT_S,
     MAX_RETRY,
-    _first_line,
     _quiet_optuna,
     open_storage,
     storage_url,
@@ -234,7 +234,7 @@ def _objective(jobs: dict[str, dict], work: Callable[[JobContext], dict], outcom
             raise
         except BaseException as err:
             with contextlib.suppress(Exception):
-                trial.set_user_attr("error", _first_line(err))
+                trial.set_user_attr("error", first_line(err))
             raise
         result = json.loads(json.dumps(result))
         trial.set_user_attr(RESULT_ATTR, result)

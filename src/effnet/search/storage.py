@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EffnetError
+from ..io_utils import first_line
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
@@ -84,11 +85,6 @@ def _check_sqlite(url: str, must_exist: bool) -> None:
                               "database, or a new file name to start one")
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(getattr(err, "orig", None) or err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def open_storage(url: str, must_exist: bool = False, *, heartbeat_interval: int = HEARTBEAT_S,
                  grace_period: int = GRACE_S, max_retry: int | None = MAX_RETRY,
                  connect_timeout: int = CONNECT_TIMEOUT_S) -> RDBStorage:
@@ -133,18 +129,18 @@ def open_storage(url: str, must_exist: bool = False, *, heartbeat_interval: int 
                 raise _unreachable(url, err, connect_timeout) from None
             last = err
         except sa_exc.DatabaseError as err:
-            raise EffnetError(f"{url} is not a usable Optuna database ({_first_line(err)}): "
+            raise EffnetError(f"{url} is not a usable Optuna database ({first_line(getattr(err, 'orig', None) or err)}): "
                               "give another --storage") from None
         except (ValueError, ImportError, sa_exc.ArgumentError) as err:
-            raise EffnetError(f"cannot use storage {url!r} ({_first_line(err)}): give "
+            raise EffnetError(f"cannot use storage {url!r} ({first_line(getattr(err, 'orig', None) or err)}): give "
                               "sqlite:///FILE or postgresql://USER@HOST:PORT/DB") from None
         time.sleep(0.2 + random.random() * 0.5 * (attempt + 1))
-    raise EffnetError(f"cannot open storage {url!r} ({_first_line(last) if last else '?'}): "
+    raise EffnetError(f"cannot open storage {url!r} ({first_line(getattr(last, 'orig', None) or last) if last else '?'}): "
                       "check the URL and that the database server is running")
 
 
 def _unreachable(url: str, err: Exception, timeout: int) -> EffnetError:
-    msg = _first_line(err)
+    msg = first_line(getattr(err, 'orig', None) or err)
     if url.startswith("sqlite"):
         return EffnetError(f"cannot open {url} ({msg}): check the path and its permissions")
     if "timeout" in msg.lower():
