@@ -85,6 +85,11 @@ def _check_sqlite(url: str, must_exist: bool) -> None:
                               "database, or a new file name to start one")
 
 
+def _reason(err: BaseException) -> str:
+    """The first line of a database error (SQLAlchemy keeps the driver's own in `.orig`)."""
+    return first_line(getattr(err, "orig", None) or err)
+
+
 def open_storage(url: str, must_exist: bool = False, *, heartbeat_interval: int = HEARTBEAT_S,
                  grace_period: int = GRACE_S, max_retry: int | None = MAX_RETRY,
                  connect_timeout: int = CONNECT_TIMEOUT_S) -> RDBStorage:
@@ -129,18 +134,18 @@ def open_storage(url: str, must_exist: bool = False, *, heartbeat_interval: int 
                 raise _unreachable(url, err, connect_timeout) from None
             last = err
         except sa_exc.DatabaseError as err:
-            raise EffnetError(f"{url} is not a usable Optuna database ({first_line(getattr(err, 'orig', None) or err)}): "
+            raise EffnetError(f"{url} is not a usable Optuna database ({_reason(err)}): "
                               "give another --storage") from None
         except (ValueError, ImportError, sa_exc.ArgumentError) as err:
-            raise EffnetError(f"cannot use storage {url!r} ({first_line(getattr(err, 'orig', None) or err)}): give "
+            raise EffnetError(f"cannot use storage {url!r} ({_reason(err)}): give "
                               "sqlite:///FILE or postgresql://USER@HOST:PORT/DB") from None
         time.sleep(0.2 + random.random() * 0.5 * (attempt + 1))
-    raise EffnetError(f"cannot open storage {url!r} ({first_line(getattr(last, 'orig', None) or last) if last else '?'}): "
+    raise EffnetError(f"cannot open storage {url!r} ({_reason(last) if last else '?'}): "
                       "check the URL and that the database server is running")
 
 
 def _unreachable(url: str, err: Exception, timeout: int) -> EffnetError:
-    msg = first_line(getattr(err, 'orig', None) or err)
+    msg = _reason(err)
     if url.startswith("sqlite"):
         return EffnetError(f"cannot open {url} ({msg}): check the path and its permissions")
     if "timeout" in msg.lower():
