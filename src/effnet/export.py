@@ -30,7 +30,7 @@ ONNX_HINT = "pip install onnxruntime (or pip install 'effnet[onnx]')"
 
 
 def _input_shape(model: nn.Module, image_size: int | None) -> tuple[int, int, int]:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
+    cfg = model.pretrained_cfg
     chans, *_ = cfg.get("input_size", (model.stem.conv.in_channels, 224, 224))
     size = int(image_size or cfg.get("input_size", (3, 224, 224))[-1])
     if size < 32:
@@ -60,7 +60,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: int | Non
     model.eval()
     shape = _input_shape(model, image_size)
     example = torch.zeros(1, *shape)
-    outputs = (["logits"] if not getattr(model, "features_only", False) else
+    outputs = (["logits"] if not model.features_only else
                [f"features_{i}" for i in range(len(model.feature_info))])
     axes: dict[str, Any] = {"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
     try:
@@ -165,7 +165,7 @@ def onnx_cache_path(model: nn.Module, weights: Any, image_size: int) -> Path:
     """The cached ONNX file for (weights' content, model, image size): next to the weights if
     writable. Its name holds a hash of the weights and export settings, so replaced weights
     (even with an older modification time) never reuse another model's export."""
-    name = str(getattr(model, "model_name", model.spec.name))
+    name = str(model.model_name)
     tag = f"{name}-{model.num_classes}c-{image_size}px-{model.padding}"
     source = _weights_file(weights)
     if source is None:

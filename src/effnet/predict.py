@@ -178,7 +178,7 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
             with torch.inference_mode():
                 return net(x.to(device)).float().cpu()
 
-    return PreparedModel(model_name=str(getattr(net, "model_name", net.spec.name)),
+    return PreparedModel(model_name=str(net.model_name),
                          pretrained_cfg=cfg, image_size=size, num_classes=net.num_classes,
                          runtime=runtime, run=run,
                          transform=eval_transform(cfg, size),

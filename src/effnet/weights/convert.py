@@ -34,12 +34,12 @@ _TV_SE = {"reduce": "fc1", "expand": "fc2"}
 
 def _named_model(model: nn.Module) -> str:
     """The zoo name of `model`, if it is exactly a named model (else an EffnetError)."""
-    name = str(getattr(model, "model_name", ""))
+    name = str(model.model_name)
     entry = MODELS.get(name)
     if entry is None or entry.spec.with_(name=model.spec.name) != model.spec:
         raise EffnetError(f"model {name!r} is not one of the named models ({', '.join(MODELS)}):"
                           " timm and torchvision only have those architectures")
-    if getattr(model, "features_only", False):
+    if model.features_only:
         raise EffnetError("convert the full model, not a features_only one")
     return name
 

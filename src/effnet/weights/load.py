@@ -90,11 +90,11 @@ def _adapt(mapped: dict[str, torch.Tensor], model: nn.Module,
         how = "summed" if e.shape[1] == 1 else "repeated"
         notes.append(f"input conv adapted from {w.shape[1]} to {e.shape[1]} channel(s) "
                      f"({how} over channels)")
-    if getattr(model, "features_only", False):
+    if model.features_only:
         return tuple(notes)
     ours = {k: v for k, v in expected.items() if k.startswith("classifier.")}
     theirs = {k: v for k, v in mapped.items() if k.startswith("classifier.")}
-    width = getattr(model, "num_features", None)
+    width = model.num_features
     fits_width = all(v.ndim != 2 or v.shape[1] == width for v in theirs.values())
     same = ours.keys() == theirs.keys() and all(v.shape == ours[k].shape
                                                 for k, v in theirs.items())
@@ -159,7 +159,7 @@ def _timm_variant(ckpt: Checkpoint, model: nn.Module) -> str:
         return "timm_tf"
     if "efficientnet" in hint.lower():
         return "timm"
-    variant = "timm_tf" if getattr(model, "padding", "symmetric") == "same" else "timm"
+    variant = "timm_tf" if model.padding == "same" else "timm"
     warnings.warn(
         f"{ckpt.description} has timm keys, which do not say whether it is timm's "
         f"efficientnet_* (PyTorch padding, BN eps 1e-5) or a tf_efficientnet_* TF port ('same' "
@@ -177,7 +177,7 @@ def _effnet_settings(ckpt: Checkpoint) -> tuple[str | None, float | None]:
 
 
 def _model_name(model: nn.Module) -> str:
-    return str(getattr(model, "model_name", None) or model.spec.name)
+    return str(model.model_name)
 
 
 def _map_to_model(state: dict[str, torch.Tensor], layout: str, model: nn.Module,
@@ -200,7 +200,7 @@ def _map_to_model(state: dict[str, torch.Tensor], layout: str, model: nn.Module,
             unexpected.append(key)
         else:
             mapped[new] = tensor
-    if getattr(model, "features_only", False):
+    if model.features_only:
         # A features-only model keeps the stem and the first stages: drop the rest on purpose.
         kept = len(model.blocks)
         mapped = {k: v for k, v in mapped.items() if k in expected or not (
@@ -225,7 +225,7 @@ def _fitting_models(state: dict[str, torch.Tensor], layout: str, model: nn.Modul
     fits = []
     for name, entry in MODELS.items():
         spec = entry.spec
-        if (name == getattr(model, "model_name", None) or spec.num_blocks != len(blocks)
+        if (name == model.model_name or spec.num_blocks != len(blocks)
                 or [spec.stem_channels] != stems):
             continue
         with torch.device("meta"):
@@ -311,7 +311,7 @@ def load_weights(model: nn.Module, source: Any, layout: str = "auto",
         padding, eps = _effnet_settings(ckpt)
     else:
         padding, eps = origin_settings(layout, _model_name(model))
-    if padding is not None and padding != getattr(model, "padding", padding):
+    if padding is not None and padding != model.padding:
         set_padding(model, padding)
     if eps is not None:
         set_bn_eps(model, eps)

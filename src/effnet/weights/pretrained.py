@@ -53,12 +53,12 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
     from .. import __version__
 
     spec = model.spec
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    cfg = dict(model.pretrained_cfg)
     config: dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "effnet_version": __version__,
-        "model_name": getattr(model, "model_name", spec.name),
+        "model_name": model.model_name,
         "num_classes": model.num_classes,
         "in_chans": model.stem.conv.in_channels,
         "padding": model.padding,
