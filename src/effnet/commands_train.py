@@ -198,12 +198,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
         if why:
-            print(f"effnet train: recipe auto -> {recipe.name}: {why}")
+            print(f"effnet train: recipe auto -> {recipe.name}: {why}", flush=True)
         print(f"effnet train: {model.model_name} on {args.dataset} "
               f"({len(data.train)} train, {len(data.val) if data.val else 0} val, "
               f"{len(data.test) if data.test else 0} test images, {data.num_classes} classes) "
               f"at {image_size}px, {in_chans} channel(s), recipe {recipe.name}, "
-              f"augment {augment}{''.join(', ' + i for i in inits)} -> {output}")
+              f"augment {augment}{''.join(', ' + i for i in inits)} -> {output}", flush=True)
     try:
         result = fit(model, data.train, data.val, data.test, cfg)
     finally:

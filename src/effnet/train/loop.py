@@ -280,7 +280,7 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
         raise EffnetError(f"--eval-every {cfg.eval_every} must be >= 1 (evaluate every N epochs)")
     info = D.init_distributed(cfg.device)
     device = info.device
-    log = cfg.log or (print if info.is_main else (lambda s: None))
+    log = cfg.log or (_print_now if info.is_main else (lambda s: None))
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed + 1000 * info.rank)
@@ -587,6 +587,11 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
                      test_top1=final.get("test_top1"), epochs=len(history), steps=step,
                      wall_s=wall, history=history, step_losses=step_losses, model=model,
                      ema_model=ema.module if ema is not None else None, output=out)
+
+
+def _print_now(line: str) -> None:
+    """print, flushed: a log file shows each line when it happens, not at exit."""
+    print(line, flush=True)
 
 
 def _saved_recipe(ck: dict | None) -> Recipe | None:
