@@ -13,8 +13,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "effnet"
 MIN_TOKENS = 40  # functions shorter than this are one-liners, not helpers worth sharing
 THRESHOLD = 0.8  # Jaccard similarity of 6-token shingles that counts as the same code
-# search/ is being rewritten by the scaling-study issue, which owns it.
-SKIP = ("search/",)
+SKIP: tuple[str, ...] = ()
 
 
 def _shingles(source: str) -> set[tuple[str, ...]]:
@@ -32,7 +31,9 @@ def _shingles(source: str) -> set[tuple[str, ...]]:
     return {tuple(tokens[i:i + 6]) for i in range(len(tokens) - 5)}
 
 
-def _functions() -> dict[str, set[tuple[str, ...]]]:
+def _functions(spans: dict[str, tuple[str, int, int]] | None = None
+               ) -> dict[str, set[tuple[str, ...]]]:
+    """Shingles of every function in src/; `spans` gets each one's (file, first, last line)."""
     out = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = str(path.relative_to(PACKAGE))
@@ -48,7 +49,14 @@ def _functions() -> dict[str, set[tuple[str, ...]]]:
                 if body and (sh := _shingles("\n".join(lines[body[0].lineno - 1:
                                                               node.end_lineno]))):
                     out[f"{rel}:{node.name}"] = sh
+                    if spans is not None:
+                        spans[f"{rel}:{node.name}"] = (rel, node.lineno, node.end_lineno)
     return out
+
+
+def _nested(x: tuple[str, int, int], y: tuple[str, int, int]) -> bool:
+    """Whether one function is defined inside the other (a closure shares its parent's code)."""
+    return x[0] == y[0] and (x[1] <= y[1] <= y[2] <= x[2] or y[1] <= x[1] <= x[2] <= y[2])
 
 
 def _similar(functions: dict[str, set]) -> list[tuple[float, str, str]]:
@@ -68,5 +76,6 @@ def test_the_check_finds_a_copied_helper():
 
 
 def test_no_function_is_written_twice():
-    pairs = _similar(_functions())
+    spans: dict[str, tuple[str, int, int]] = {}
+    pairs = [p for p in _similar(_functions(spans)) if not _nested(spans[p[1]], spans[p[2]])]
     assert not pairs, f"near-identical functions (make one helper): {pairs}"
