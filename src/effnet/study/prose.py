@@ -71,7 +71,7 @@ def _compound_lines(models: list[dict]) -> list[str]:
 def _reference_lines(payload: dict, ref: dict | None) -> list[str]:
     if payload["preset"]["name"] == "standard" or ref is None:
         return []
-    out = ["## The reference (`standard` preset, committed)", "",
+    out = ["### The reference (`standard` preset, committed)", "",
            headline(ref["verdicts"]), ""]
     out += [f"- {verdict_line(v)}" for v in ref["verdicts"]]
     tau = payload["kendall_tau"]
@@ -90,7 +90,7 @@ def report_markdown(payload: dict, preset: Preset, ref: dict | None) -> str:
           "## Verdict in plain words", ""]
     md += _reference_lines(payload, ref)
     if ref and preset.name != "standard":
-        md += [f"## This run (`{preset.name}`)", ""]
+        md += [f"### This run (`{preset.name}`)", ""]
     md += [headline(payload["verdicts"]), ""]
     md += [f"- {verdict_line(v)}" for v in payload["verdicts"]]
     if payload["kendall_tau_short_long"] is not None:
