@@ -25,9 +25,10 @@ LAYERS = [
     ("effnet.zoo",),
     ("effnet.nn",),
     ("effnet.weights",),
-    ("effnet.model_factory", "effnet.profile", "effnet.fast", "effnet.export"),
+    ("effnet.limits", "effnet.model_factory", "effnet.profile", "effnet.fast", "effnet.export"),
     ("effnet.data", "effnet.train", "effnet.predict", "effnet.evaluate"),
     ("effnet.search", "effnet.bench"),
+    ("effnet.study",),
     ("effnet.cli", "effnet.commands_", "effnet.__main__"),
 ]
 ALLOWED_UPWARD = {
@@ -37,7 +38,7 @@ ALLOWED_UPWARD = {
 }
 # search/ is being rewritten by the scaling-study issue, which owns it; its report <-> study
 # cycle (through a function-level import) is listed here until that lands.
-KNOWN_CYCLES = [{"effnet.search.report", "effnet.search.study"}]
+KNOWN_CYCLES: list[set[str]] = []
 
 
 def _modules() -> dict[str, Path]:

@@ -151,7 +151,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     """Python warnings as one line, in command-line terms; effnet's notices as 'note:'."""
     from .weights import WeightsAdaptedWarning
 
-    text = first_line(message) if str(message).strip() else category.__name__
+    text = first_line(message, limit=2000) if str(message).strip() else category.__name__
     text = re.sub(r"\blayout='([\w-]+)'", r"--layout \1", text)
     kind = "note" if issubclass(category, WeightsAdaptedWarning) else "warning"
     print(f"effnet: {kind}: {text}", file=sys.stderr)

@@ -138,11 +138,11 @@ def _restore(directory: Any, config: dict, num_classes: int | None = None, in_ch
     if kwargs:
         raise TypeError(f"create_model got unexpected arguments: {', '.join(kwargs)}")
     spec = spec_from_config(config)
-    check_model_size(spec, pretrained_cfg_from_config(config)["input_size"][-1],
-                     activations=_real())
+    cfg = pretrained_cfg_from_config(config)
+    # A bare spec's model (a baseline built directly) saves no input size: check at 224 px.
+    check_model_size(spec, cfg.get("input_size", (3, 224, 224))[-1], activations=_real())
     num_classes = int(config.get("num_classes", 1000) if num_classes is None else num_classes)
     features_only = features_only or bool(config.get("features_only", False))
-    cfg = pretrained_cfg_from_config(config)
     cfg["num_classes"] = 0 if features_only else num_classes
     model = build_model(
         spec, features_only=features_only,
