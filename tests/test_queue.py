@@ -290,3 +290,29 @@ def test_a_killed_workers_job_is_retried_by_the_other_on_postgresql(tmp_path):
 @pytest.mark.slow
 def test_a_killed_workers_job_is_retried_by_the_other_on_sqlite(tmp_path):
     _kill_one_mid_job_and_check_the_other_retries(f"sqlite:///{tmp_path / 'q.db'}", tmp_path)
+
+
+def test_a_job_popped_by_a_worker_that_died_before_its_first_heartbeat_is_run(tmp_path):
+    # A worker killed between popping a trial and Optuna's first heartbeat leaves a RUNNING
+    # trial with no heartbeat, which Optuna never calls stale. Simulate it: queue the jobs,
+    # pop one trial by hand and abandon it. A later worker must still run every job, once.
+    db = str(tmp_path / "q.db")
+    jobs = {"a": {"x": 2}, "b": {"x": 3}}
+    store = open_storage(db, heartbeat_interval=1, grace_period=2)
+    ran: list[str] = []
+
+    def work(ctx: JobContext) -> dict:
+        ran.append(ctx.key)
+        return square(ctx)
+
+    run_jobs(store, "s", jobs, work, identity={"a": 1}, max_jobs=0)  # queue only
+    orphan = optuna.load_study(study_name="s", storage=store).ask()  # popped, then "killed"
+    assert orphan.user_attrs["job"] in jobs
+    out: dict = {}
+    worker = threading.Thread(daemon=True, target=lambda: out.update(
+        run_jobs(store, "s", jobs, work, identity={"a": 1}, poll_s=0.2)))
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the worker waits forever for the abandoned trial"
+    assert out == expected(jobs)
+    assert sorted(ran) == sorted(jobs)  # each once, the orphan's job included

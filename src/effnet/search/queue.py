@@ -56,6 +56,7 @@ QUEUE_ATTR = "effnet_queue"  # study user attr: {"identity": ..., "jobs": ...}, 
 KEY_ATTR = "job"          # user attr of each trial: its job's key (also its only param)
 RESULT_ATTR = "result"    # user attr: what the work function returned
 PARTIAL_ATTR = "partial"  # user attr: what JobContext.set stored (kept when pruned)
+STARTED_ATTR = "started"  # user attr: the number of the trial that reached its job
 SKIP_ATTR = "effnet_skipped"  # user attr of trials that ran no job (see _objective)
 
 
@@ -227,6 +228,7 @@ def _objective(jobs: dict[str, dict], work: Callable[[JobContext], dict], outcom
         outcome.key = key
         ctx = JobContext(key, dict(jobs[key]), trial)
         trial.set_user_attr(PARTIAL_ATTR, {})  # a retried trial copies the dead attempt's attrs
+        trial.set_user_attr(STARTED_ATTR, trial.number)  # this attempt reached its job
         try:
             result = work(ctx)
         except optuna.TrialPruned:
@@ -300,14 +302,40 @@ def run_jobs(storage: str | RDBStorage, study_name: str, jobs: dict[str, dict],
                     on_done(outcome.key, outcome.result)
         elif wait and "running" in states.values():
             # Optuna fails stale trials only when a worker starts one: an idle worker does it
-            # here. (A worker killed between popping a trial and its first heartbeat, a window
-            # of microseconds, leaves a trial Optuna never calls stale.)
+            # here. A worker killed between popping a trial and its first heartbeat leaves a
+            # trial Optuna never calls stale (it has no heartbeat): _fail_never_started.
             time.sleep(poll)
             with _quiet_optuna():
                 optuna.storages.fail_stale_trials(study)
+            if _fail_never_started(study, store):
+                _enqueue_missing(study, jobs)
         else:
             break
     return _results(study.get_trials(deepcopy=False))
+
+
+def _fail_never_started(study, store: RDBStorage) -> int:
+    """Fail RUNNING trials that never reached their job within the grace period; count them.
+
+    A live worker marks its trial (STARTED_ATTR) moments after popping it, so a
+    trial still unmarked a whole grace period after it started belongs to a
+    worker that died in between, before Optuna's first heartbeat: Optuna would
+    call it running forever. Failing it lets the waiting worker queue the job
+    again (:func:`_enqueue_missing`).
+    """
+    from datetime import datetime, timedelta
+
+    from optuna.trial import TrialState
+
+    grace = timedelta(seconds=store.grace_period or 2 * (store.get_heartbeat_interval() or 60))
+    now, failed = datetime.now(), 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        started = t.datetime_start
+        if t.user_attrs.get(STARTED_ATTR) != t.number and started and now - started > grace:
+            with contextlib.suppress(Exception):  # another worker may have failed it first
+                study.tell(t.number, state=TrialState.FAIL)
+                failed += 1
+    return failed
 
 
 def _store(storage: str | RDBStorage, must_exist: bool = False) -> RDBStorage:
