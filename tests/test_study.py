@@ -100,7 +100,7 @@ def test_zero_init_makes_every_residual_block_start_as_its_shortcut():
             if isinstance(bn, torch.nn.BatchNorm2d):
                 bn.running_mean.uniform_(-1, 1)
                 bn.running_var.uniform_(0.5, 2)
-                bn.bias.data.uniform_(-0.5, 0.5) if bn is not None else None
+                bn.bias.data.uniform_(-0.5, 0.5)
     x = torch.randn(2, 16, 8, 8)
     assert not torch.allclose(mb(x), x)
     assert zero_init_last(mb) == 1
