@@ -21,8 +21,8 @@ from typing import Any
 
 from ..errors import EffnetError
 from ..search.queue import finished_jobs, job_states, run_jobs, storage_url
-from ..search.trainer import ProxyData, Recipe, load_trainer
-from ..train.checkpoint import atomic_write
+from ..search.trainer import ProxyData, Recipe, Trainer, load_trainer, train_proxy
+from ..train.loop import save_weights
 from .plan import Run, cam_runs, plan
 from .presets import PRESETS, Preset
 from .report import write_report
@@ -45,7 +45,7 @@ def _data(dataset: str, root: str | None, recipe: Recipe, download: bool) -> Pro
 
 
 def train_job(run: dict, seed: int, recipe: dict, preset: dict, root: str | None,
-              download: bool, weights_path: str | None, trainer: str | None = None) -> dict:
+              download: bool, weights_path: str | None, trainer: Trainer = train_proxy) -> dict:
     """Train one study model for one seed with one budget's recipe; return its result."""
     import torch
 
@@ -57,12 +57,9 @@ def train_job(run: dict, seed: int, recipe: dict, preset: dict, root: str | None
                          drop_rate=preset["drop_rate"], drop_path_rate=preset["drop_path_rate"])
     if torch.cuda.is_available():  # --preset full on a GPU machine: bf16 autocast in the trainer
         model = model.cuda()
-    out = load_trainer(trainer)(model, scaled.resolution, data, rec, seed)
+    out = trainer(model, scaled.resolution, data, rec, seed)
     if weights_path:
-        from safetensors.torch import save_file
-
-        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        atomic_write(weights_path, lambda tmp: save_file(sd, tmp))
+        save_weights(model, weights_path)
     return {"val_top1": float(out["val_top1"]), "seconds": float(out["seconds"]),
             "images_per_s": float(out["images_per_s"]),
             "curve": [float(v) for v in out["curve"]]}
@@ -111,11 +108,13 @@ def study_jobs(preset: Preset, runs: list[Run]) -> dict[str, dict]:
 
 def _work_fn(preset: dict, output: str, root: str | None, download: bool,
              trainer: str | None):
+    train = load_trainer(trainer)  # once per worker, not once per job
+
     def work(ctx) -> dict:
         p = ctx.params
         weights = str(Path(output) / p["weights"]) if p["weights"] else None
         res = train_job(p["run"], p["seed"], p["recipe"], preset, root, download, weights,
-                        trainer)
+                        train)
         return {**res, "value": res["val_top1"]}
 
     return work
