@@ -12,6 +12,15 @@ the least work per image that allows:
 * AdamW with a one-cycle schedule (warm-up, cosine decay to zero), label
   smoothing and channels_last; evaluation once per epoch on the held-out
   validation split, without checkpoints or file I/O;
+* what is evaluated is an exponential moving average of the weights (and BN
+  statistics), as in the paper's recipe (decay 0.9999 there), kept by
+  :class:`torch.optim.swa_utils.AveragedModel`. Its time constant is a fixed
+  fraction of the run (`Recipe.ema_fraction`), so short and long runs average
+  alike. Without it the last quarter of a cosine schedule always gains a point
+  from the learning rate falling to zero, and a curve never looks flat however
+  long the model trains (measured here on the B0 base, 3 epochs: +1.1 point
+  over the last quarter for the raw weights, +0.25 for the average, and the
+  same final accuracy);
 * every residual branch starts at zero (the last BN's scale, Goyal et al. 2017;
   timm's ``zero_init_last``) and the classifier starts at zero, so the loss
   starts at log(num_classes) and deep models start as shallow ones. Without
@@ -34,6 +43,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..errors import EffnetError
 from ..train.init import zero_init_head, zero_init_last
@@ -50,6 +60,8 @@ class Recipe:
     and of the validation split held out of it (None: all of it). The test
     split is never used. `evals` spreads that many validation points evenly
     over the run (None: one after every epoch); the last is always at the end.
+    `ema_fraction` is the time constant of the evaluated weight average as a
+    fraction of the run's steps (None: evaluate the raw weights).
     """
 
     epochs: int = 4
@@ -63,6 +75,7 @@ class Recipe:
     train_size: int | None = None
     val_size: int | None = None
     val_fraction: float = 0.1
+    ema_fraction: float | None = 0.05
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -72,6 +85,8 @@ class Recipe:
             raise EffnetError(f"the learning rate must be a positive number, got {self.lr}")
         if not 0 <= self.warmup_fraction < 1 or not 0 <= self.label_smoothing < 1:
             raise EffnetError("warmup_fraction and label_smoothing must be in [0, 1)")
+        if self.ema_fraction is not None and not 0 < self.ema_fraction < 1:
+            raise EffnetError(f"ema_fraction must be in (0, 1) or None, got {self.ema_fraction}")
         for name in ("train_size", "val_size", "evals"):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -233,7 +248,9 @@ def train_proxy(model: nn.Module, resolution: int, data: ProxyData, recipe: Reci
 
     Returns ``{"val_top1", "curve", "seconds", "images_per_s"}``: the final
     validation top-1 (a fraction), top-1 at each of the recipe's evaluation
-    points, the wall time and the throughput (evaluation included).
+    points, the wall time and the throughput (evaluation included). With
+    `recipe.ema_fraction` the averaged weights are evaluated and are copied
+    into `model` at the end.
     `on_epoch(k, val_top1)` runs after evaluation point k (1-based).
     """
     device = next(model.parameters()).device  # the caller picks it (a GPU for --preset full)
@@ -253,6 +270,8 @@ def train_proxy(model: nn.Module, resolution: int, data: ProxyData, recipe: Reci
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=recipe.lr, total_steps=total, pct_start=max(recipe.warmup_fraction, 1e-3),
         anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3, cycle_momentum=False)
+    ema = _ema(model, recipe.ema_fraction, total)
+    evaluated = model if ema is None else ema.module
     n_evals = recipe.evals or recipe.epochs
     eval_at = {round(total * (k + 1) / n_evals) for k in range(n_evals)}
     curve: list[float] = []
@@ -277,15 +296,27 @@ def train_proxy(model: nn.Module, resolution: int, data: ProxyData, recipe: Reci
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             if step in eval_at:
                 with autocast:
-                    curve.append(accuracy(model, xva, yva))
+                    curve.append(accuracy(evaluated, xva, yva))
                 if on_epoch is not None:
                     on_epoch(len(curve), curve[-1])
+    if ema is not None:  # the model the caller keeps is the one that was evaluated
+        model.load_state_dict(ema.module.state_dict())
     seconds = time.perf_counter() - t0
     return {"val_top1": curve[-1], "curve": curve, "seconds": seconds,
             "images_per_s": total * bs / seconds}
+
+
+def _ema(model: nn.Module, fraction: float | None, total_steps: int) -> AveragedModel | None:
+    """An average of `model`'s weights and buffers with a time constant of `fraction` of the run."""
+    if fraction is None:
+        return None
+    decay = 1.0 - 1.0 / max(1.0, fraction * total_steps)
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 class Trainer(Protocol):

@@ -83,7 +83,7 @@ B0_BASE = BaseNet("b0", 0.25, 0.6)
 BASES = (B0_BASE, BaseNet("mobilenetv2", 0.35, 0.6), BaseNet("resnet50", 0.125, 0.6))
 
 SHORT = Recipe(epochs=1, evals=4)
-LONG = Recipe(epochs=2, evals=8)
+LONG = Recipe(epochs=3, evals=8)
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(name="quick", dataset="fashion-mnist", image_size=14, bases=(B0_BASE,),
