@@ -103,11 +103,11 @@ def test_training_run_weights_work_everywhere_and_survive_convert(tmp_path, caps
                  str(tmp_path / "d"), "--image-size", "32", "--epochs", "1", "--batch-size", "5",
                  "--no-progress", "--workers", "0", "--threads", "1", "--output", str(run)]) == 0
     img = str(tmp_path / "d" / "class0" / "0.png")
-    for weights in (run / "best.safetensors", run):  # no --model, no --num-classes
+    for weights in (run / "best", run / "final", run):  # no --model, no --num-classes
         assert main(["predict", img, "--weights", str(weights), "--topk", "2"]) == 0
         out = capsys.readouterr().out  # the run's class names, not "class 0" / "class 1"
         assert "class0 (0)" in out and "class1 (1)" in out
-    assert main(["convert", str(run / "best.safetensors"), "--model", "b0", "--output",
+    assert main(["convert", str(run / "final"), "--model", "b0", "--output",
                  str(tmp_path / "conv")]) == 0
     cfg = json.loads((tmp_path / "conv" / "config.json").read_text())["pretrained_cfg"]
     stored = json.loads((run / "best" / "config.json").read_text())["pretrained_cfg"]
@@ -309,9 +309,9 @@ def test_progress_is_lines_not_bars_when_not_a_terminal(tmp_path, monkeypatch):
     from train_tiny import TinyNet, float_tf, synthetic
 
     from effnet.data.datasets import TensorImageDataset, TransformedDataset
-    from effnet.train import fit, loop
+    from effnet.train import epoch, fit
 
-    monkeypatch.setattr(loop, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(epoch, "PROGRESS_EVERY_S", 0.0)
     lines: list[str] = []
     x, y = synthetic(32)
     fit(TinyNet(), TransformedDataset(TensorImageDataset(x, y), float_tf()), None, epochs=1,

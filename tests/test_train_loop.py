@@ -71,7 +71,8 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(tmp_pa
     assert (ck["epoch"], ck["step"]) == (1, 4)
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "best.safetensors", "config.json", "last.pt", "metrics.csv"]
+        "best", "config.json", "last.pt", "metrics.csv"]
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == ["model.safetensors"]
     assert len((tmp_path / "metrics.csv").read_text().strip().splitlines()) == 2
 
 
@@ -139,18 +140,21 @@ def test_cli_tiny_run_writes_every_artifact(tmp_path, capsys):
                       "--tensorboard") == 0
     run = tmp_path / "run"
     names = {p.name for p in run.iterdir()}
-    assert {"metrics.csv", "summary.json", "best.safetensors", "best", "final.safetensors",
-            "last.pt", "config.json", "tensorboard"} <= names
+    assert {"metrics.csv", "summary.json", "best", "final", "last.pt", "config.json",
+            "tensorboard"} <= names
+    assert not {"best.safetensors", "final.safetensors"} & names  # one weight format: folders
     s = json.loads((run / "summary.json").read_text())
     model = create_model("b0", num_classes=3)
     assert s["params"] == sum(p.numel() for p in model.parameters())
     assert s["macs"] > 0 and s["epochs"] == 1 and s["best"]["val_top1"] is not None
-    best = load_file(run / "best.safetensors")
+    best = load_file(run / "best" / "model.safetensors")
     model.load_state_dict(best, strict=True)
-    for source in (run / "best.safetensors", run / "best"):  # the file and save_pretrained folder
-        loaded = create_model("b0", num_classes=3, pretrained=source)
+    for source, ref in ((run / "best", best), (run / "final", load_file(
+            run / "final" / "model.safetensors"))):  # save_pretrained folders, no name needed
+        loaded = create_model(pretrained=source)
+        assert loaded.num_classes == 3
         for k, v in loaded.state_dict().items():
-            assert torch.equal(v, best[k]), k
+            assert torch.equal(v, ref[k]), k
     header = (run / "metrics.csv").read_text().splitlines()[0]
     assert header.startswith("epoch,step,lr,train_loss,train_top1,val_loss,val_top1,val_top5")
 
@@ -168,7 +172,7 @@ def test_cli_finetunes_from_packaged_lite0_weights(tmp_path):
                     "--workers", "0", "--zero-init-head")
     assert rc == 0
     shipped = create_model("lite0", pretrained="packaged").state_dict()
-    tuned = load_file(tmp_path / "run" / "final.safetensors")
+    tuned = load_file(tmp_path / "run" / "final" / "model.safetensors")
     assert tuned["classifier.weight"].shape == (3, 1280)
     assert not tuned["classifier.weight"].any()  # --zero-init-head, and lr 0 kept it there
     convs = [k for k, v in shipped.items() if k.endswith("conv.weight")]

@@ -63,7 +63,7 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path):
     assert subprocess.run(_cmd(data, whole), env=ENV, capture_output=True,
                           timeout=300).returncode == 0
 
-    for name in ("final.safetensors", "best.safetensors"):
+    for name in ("final/model.safetensors", "best/model.safetensors"):
         a, b = load_file(broken / name), load_file(whole / name)
         assert a.keys() == b.keys()
         for k in a:
@@ -131,5 +131,4 @@ def test_torchrun_effnet_train_cli_writes_once_on_rank0(tmp_path):
     assert s["world_size"] == 2 and s["steps"] == 2  # 20 train images // 8
     assert r.stdout.count("done in") == 1  # rank 0 prints
     assert sorted(p.name for p in out.iterdir()) == [
-        "best", "best.safetensors", "config.json", "final.safetensors", "last.pt", "metrics.csv",
-        "summary.json"]
+        "best", "config.json", "final", "last.pt", "metrics.csv", "summary.json"]

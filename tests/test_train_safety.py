@@ -166,9 +166,10 @@ def test_resume_keeps_the_runs_recipe_when_auto(tmp_path):
 # ---------------------------------------------------------------- 5: stale temporaries
 def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
     _fit(tmp_path)
-    stale = [tmp_path / ".last.pt.k1ll3d.tmp", tmp_path / "best" / ".model.safetensors.9.tmp"]
-    (tmp_path / "best").mkdir(exist_ok=True)
+    stale = [tmp_path / ".last.pt.k1ll3d.tmp", tmp_path / "best" / ".model.safetensors.9.tmp",
+             tmp_path / "final" / ".config.json.7.tmp"]
     for p in stale:
+        p.parent.mkdir(exist_ok=True)
         p.write_bytes(b"half a checkpoint")
     _fit(tmp_path, epochs=2, resume=True)
     assert not any(p.exists() for p in stale)
@@ -181,7 +182,7 @@ def test_outputs_follow_the_umask(tmp_path):  # small things: not 0600
         _fit(tmp_path)
     finally:
         os.umask(old)
-    for name in ("last.pt", "config.json", "metrics.csv", "final.safetensors"):
+    for name in ("last.pt", "config.json", "metrics.csv", "final/model.safetensors"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
 
 
@@ -230,7 +231,7 @@ def test_ema_is_evaluated_only_after_its_window(tmp_path):
     lines: list[str] = []
     res = _fit(tmp_path, recipe="paper", **{**QUIET, "log": lines.append})  # EMA 0.9999, 4 steps
     assert any("averages over ~10000 steps" in ln for ln in lines)
-    saved = load_file(tmp_path / "final.safetensors")
+    saved = load_file(tmp_path / "final" / "model.safetensors")
     for k, v in res.model.state_dict().items():
         assert torch.equal(saved[k], v), k  # the raw weights, not the 4-step EMA
     assert "val_top1_raw" not in res.history[0]
@@ -299,7 +300,7 @@ def test_sigkill_at_20_random_moments_then_resume_is_bit_identical(tmp_path):
     p.start()
     p.join()
     assert p.exitcode == 0
-    for name in ("final.safetensors", "best.safetensors"):
+    for name in ("final/model.safetensors", "best/model.safetensors"):
         a, b = load_file(broken / name), load_file(whole / name)
         assert a.keys() == b.keys()
         for k in a:

@@ -219,7 +219,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"done in {result.wall_s / 60:.1f} min: val top-1 {pct(result.val_top1)} "
               f"(best {pct(result.best_top1)} at epoch {result.best_epoch}), "
               f"test top-1 {pct(result.test_top1)} (at best epoch {pct(best_test)}); "
-              f"{output}/summary.json, {output}/best.safetensors")
+              f"{output}/summary.json, {output}/best/ (effnet predict --weights {output})")
     return 0
 
 

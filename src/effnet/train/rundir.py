@@ -24,8 +24,8 @@ from ..errors import EffnetError
 from .recipes import Recipe
 
 LOCK_NAME = ".lock"
-RUN_FILES = ("last.pt", "metrics.csv", "summary.json", "best.safetensors",
-             "final.safetensors", "best", "tensorboard")
+RUN_FILES = ("last.pt", "metrics.csv", "summary.json", "best", "final", "tensorboard",
+             "best.safetensors", "final.safetensors")  # the last two: runs written before best/
 
 
 def _pid_alive(pid: int) -> bool:
@@ -99,9 +99,9 @@ class RunLock:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete atomic-write leftovers (``.NAME.*.tmp``) in `folder` and `folder/best`."""
+    """Delete atomic-write leftovers (``.NAME.*.tmp``) in `folder` and its best/ and final/."""
     removed = []
-    for sub in (Path(folder), Path(folder) / "best"):
+    for sub in (Path(folder), Path(folder) / "best", Path(folder) / "final"):
         if not sub.is_dir():
             continue
         for p in sub.glob(".*.tmp"):
