@@ -89,6 +89,47 @@ def test_base_input_is_the_native_image_downsampled_with_antialiasing():
     assert torch.equal(downsample(raw_tr, 28), raw_tr.float() / 255)
 
 
+def test_proxy_trainer_evaluates_and_returns_the_ema_of_the_weight_trajectory(monkeypatch):
+    """With ema_fraction f over T steps, the kept weights are the EMA with decay 1 - 1/(f T),
+    started at the first step's weights (torch.optim.swa_utils semantics), computed here by hand
+    from the weights after every optimizer step."""
+    from effnet.search import trainer as T
+    from effnet.search.candidates import Scaled
+
+    snaps: list[dict] = []
+    holder: dict = {}
+
+    class Recording(torch.optim.AdamW):
+        def step(self, closure=None):
+            out = super().step(closure)
+            snaps.append({k: v.detach().clone() for k, v in holder["model"].state_dict().items()})
+            return out
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
+    recipe = Recipe(epochs=2, batch_size=16, train_size=64, val_size=32, evals=2,
+                    ema_fraction=0.25)
+    data = ProxyData(recipe=recipe)
+    torch.manual_seed(0)
+    model = Scaled("b0", 0.25, 0.3, 14, 1).build(num_classes=10, in_chans=1)
+    holder["model"] = model
+    out = T.train_proxy(model, 14, data, recipe, seed=0)
+    total = 2 * (64 // 16)
+    assert len(snaps) == total
+    decay = 1 - 1 / (0.25 * total)
+    ema = {k: v.clone() for k, v in snaps[0].items()}
+    for snap in snaps[1:]:
+        for k, v in snap.items():
+            if v.is_floating_point():
+                ema[k] = decay * ema[k] + (1 - decay) * v
+    kept = model.state_dict()
+    for k, v in ema.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(kept[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    assert not all(torch.equal(kept[k], snaps[-1][k]) for k in kept)  # not the raw weights
+    xva, yva = data.splits(14)[2:]
+    assert out["val_top1"] == T.accuracy(model, xva, yva)  # the kept model is the evaluated one
+
+
 # ---------------------------------------------------------------- the recipe's start
 def test_zero_init_makes_every_residual_block_start_as_its_shortcut():
     torch.manual_seed(0)
