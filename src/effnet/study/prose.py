@@ -115,10 +115,16 @@ def report_markdown(payload: dict, preset: Preset, ref: dict | None) -> str:
            "- **One recipe for every model**, tuned once on the B0 base and applied unchanged: "
            "AdamW, one-cycle (warm-up then cosine to zero), label smoothing 0.1, random flips, "
            "residual branches and classifier initialised at zero (Goyal et al. 2017), so deep "
-           "models are not handicapped by the initialisation. Budgets: "
+           "models are not handicapped by the initialisation; what is evaluated is a moving "
+           "average of the weights (as in the paper's recipe) whose time constant is a fixed "
+           "share of the run, so a curve flattens when the model stops learning, not only "
+           "when the learning rate reaches zero. Budgets: "
            + "; ".join(f"`{b.name}` {b.recipe.epochs} epoch(s) over "
                        f"{b.recipe.train_size or 'all'} training images, batch "
-                       f"{b.recipe.batch_size}, lr {b.recipe.lr:g}" for b in preset.budgets)
+                       f"{b.recipe.batch_size}, lr {b.recipe.lr:g}, "
+                       + (f"weight average over {100 * b.recipe.ema_fraction:g}% of the run"
+                          if b.recipe.ema_fraction else "raw weights evaluated")
+                       for b in preset.budgets)
            + ".",
            "- **Equal cost is measured**: MACs counted on the built network "
            "(torch.utils.flop_counter); compound scaling is matched to each target first, then "
