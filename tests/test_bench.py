@@ -221,3 +221,12 @@ def test_table4_and_limits_results_compute_their_ratios():
     text = lim.format()
     assert "2 layers, 1.5 M MACs" in text and "(2.0x the bound)" in text
     assert "  effnet           batch   8:   25.0 GFLOP/s = 25.0% of the matmul peak" in text
+
+
+def test_inference_runs_onnxruntime_on_the_same_weights():
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    res = bench.inference("b0", batches=(1,), impls=("effnet", "onnxruntime"), resolution=32,
+                          repeats=1, min_time=0.0)
+    assert [r.impl for r in res.rows] == ["effnet", "onnxruntime"]
+    assert res.rows[1].max_abs_diff < 1e-3 and res.rows[1].images_per_s > 0

@@ -30,7 +30,7 @@ from .results import InferenceResult
 
 def _onnx_runner(model: nn.Module, resolution: int, threads: int | None
                  ) -> Callable[[torch.Tensor], Callable[[], Any]]:
-    from .export import export_onnx, onnx_session
+    from ..export import export_onnx, onnx_session
 
     path = Path(tempfile.mkdtemp(prefix="effnet-bench-")) / "model.onnx"
     export_onnx(model, path, image_size=resolution)
