@@ -224,8 +224,6 @@ def test_table4_and_limits_results_compute_their_ratios():
 
 
 def test_inference_runs_onnxruntime_on_the_same_weights():
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
     res = bench.inference("b0", batches=(1,), impls=("effnet", "onnxruntime"), resolution=32,
                           repeats=1, min_time=0.0)
     assert [r.impl for r in res.rows] == ["effnet", "onnxruntime"]
