@@ -83,8 +83,7 @@ def main() -> int:
         t0 = time.time()
         try:
             res = run()
-            res["wall_s"] = time.time() - t0
-            report["stages"][name] = res
+            report["stages"][name] = {**res.as_dict(), "wall_s": time.time() - t0}
             print(bench.format_table(res), flush=True)
         except Exception as err:  # report and go on with the next stage
             traceback.print_exc(limit=3)

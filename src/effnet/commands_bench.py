@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from .errors import EffnetError
 
@@ -47,7 +46,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise EffnetError("--device cuda: no CUDA device here; use --device cpu")
     progress = None if args.quiet else _progress
     task = args.task
-    results: dict[str, Any]
+    results: bench.BenchResult
     if task == "inference":
         impls = _names(args.impls) or list(bench.INFERENCE_IMPLS)
         if args.compile and "effnet-compile" not in impls:
@@ -69,12 +68,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif task == "table4":
         results = bench.table4(args.repeats, threads=args.threads or 1, progress=progress)
     else:
-        rows = None
+        rows: tuple[bench.InferenceRow, ...] | None = None
         if args.with_inference:
             rows = bench.inference(args.model, _ints(args.batch or "1,32"),
                                    ["timm", "effnet", "effnet-fast", "effnet-ts",
                                     "onnxruntime"], args.resolution,
-                                   args.repeats, threads=args.threads, progress=progress)["rows"]
+                                   args.repeats, threads=args.threads, progress=progress).rows
         results = bench.machine_limits(args.model, args.threads, rows)
     print(bench.format_table(results))
     if args.json:

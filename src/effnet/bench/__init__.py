@@ -7,7 +7,10 @@ rotating the order each round, and reports medians over rounds. Ratios are
 against timm's eager model, the library people use today.
 
 * :mod:`.references` - the reference models and the implementations compared;
-* :mod:`.harness` - alternating timing, thread control, tables and JSON;
+* :mod:`.results` - the typed result each benchmark returns (a frozen dataclass that
+  formats itself with `format()` / `str()` and gives its JSON with `as_dict()`);
+* :mod:`.records` - the typed rows and parts those results are made of;
+* :mod:`.harness` - alternating timing, thread control, `format_table` and `write_json`;
 * :mod:`.inference` - images/s at given batch sizes (paper Sec. 1: "smaller and faster");
 * :mod:`.training` - training-step images/s, bytes kept for backward and peak memory;
 * :mod:`.memory` - what a training step keeps for backward, op by op, and its peak memory;
@@ -19,10 +22,19 @@ Peak memory on CPU is measured in a fresh child process per implementation
 (see :mod:`.memory`); on CUDA the allocator's own peak statistics are used.
 """
 
-from .harness import Row, describe_device, format_table, num_threads, time_alternating, write_json
+from .harness import describe_device, format_table, num_threads, time_alternating, write_json
 from .inference import inference
 from .limits import copy_bandwidth, depthwise_bound, machine_limits, matmul_peak
 from .memory import memory_report, peak_step_memory, saved_bytes, saved_tensors_by_op
+from .records import (
+    DepthwiseBound,
+    DepthwiseLayer,
+    InferenceRow,
+    PeakFraction,
+    Record,
+    Row,
+    TrainingRow,
+)
 from .references import (
     BASELINE,
     IMPL_HELP,
@@ -35,11 +47,22 @@ from .references import (
     randomize_bn,
     reference_models,
 )
+from .results import (
+    BenchResult,
+    InferenceResult,
+    LimitsResult,
+    MemoryResult,
+    Table4Result,
+    TrainingResult,
+)
 from .table4 import table4
 from .training import training
 
 __all__ = ["BASELINE", "IMPL_HELP", "INFERENCE_IMPLS", "OPTIONAL_INFERENCE_IMPLS", "PAPER_TABLE4",
-           "REFERENCE_BN_EPS", "TRAINING_IMPLS", "Row", "copy_bandwidth", "copy_weights_by_order",
+           "REFERENCE_BN_EPS", "TRAINING_IMPLS", "BenchResult", "DepthwiseBound",
+           "DepthwiseLayer", "InferenceResult", "InferenceRow", "LimitsResult", "MemoryResult",
+           "PeakFraction", "Record", "Row", "Table4Result", "TrainingResult", "TrainingRow",
+           "copy_bandwidth", "copy_weights_by_order",
            "depthwise_bound", "describe_device", "format_table", "inference", "machine_limits",
            "matmul_peak", "memory_report", "num_threads", "peak_step_memory", "randomize_bn",
            "reference_models", "saved_bytes", "saved_tensors_by_op", "table4",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,8 @@ from ..errors import EffnetError
 from ..fast import optimize_for_inference
 from ..model_factory import create_model
 from ..profile import count_macs
-from .harness import (
-    Row,
-    _add_ratios,
-    _autocast,
-    _max_diff,
-    describe_device,
-    num_threads,
-    time_alternating,
-)
+from .harness import _autocast, _max_diff, describe_device, num_threads, time_alternating
+from .records import InferenceRow
 from .references import (
     BASELINE,
     INFERENCE_IMPLS,
@@ -31,11 +25,12 @@ from .references import (
     _sources_for,
     reference_models,
 )
+from .results import InferenceResult
 
 
 def _onnx_runner(model: nn.Module, resolution: int, threads: int | None
                  ) -> Callable[[torch.Tensor], Callable[[], Any]]:
-    from .export import export_onnx, onnx_session
+    from ..export import export_onnx, onnx_session
 
     path = Path(tempfile.mkdtemp(prefix="effnet-bench-")) / "model.onnx"
     export_onnx(model, path, image_size=resolution)
@@ -53,7 +48,7 @@ def inference(name: str = "b0", batches: Sequence[int] = (1, 32),
               impls: Sequence[str] = INFERENCE_IMPLS, resolution: int | None = None,
               repeats: int = 7, min_time: float = 0.5, threads: int | None = None,
               device: str = "cpu", amp: bool = False,
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+              progress: Callable[[str], None] | None = None) -> InferenceResult:
     """Images/s of each implementation at each batch size, same weights, same outputs.
 
     Outputs of every implementation are compared with timm's on the timed input
@@ -70,10 +65,7 @@ def inference(name: str = "b0", batches: Sequence[int] = (1, 32),
     sources = reference_models(name, _sources_for(impls))
     res = resolution or create_model(name).pretrained_cfg["input_size"][-1]
     macs = count_macs(sources["effnet"], res)
-    results: dict[str, Any] = {"task": "inference", "model": name, "resolution": res,
-                               "device": describe_device(dev), "amp": amp,
-                               "threads": threads or torch.get_num_threads(),
-                               "macs_per_image": macs, "baseline": BASELINE, "rows": []}
+    rows: list[InferenceRow] = []
     with num_threads(threads):
         models: dict[str, Any] = {}
         cl = dev.type == "cuda"
@@ -110,13 +102,19 @@ def inference(name: str = "b0", batches: Sequence[int] = (1, 32),
                 outputs[impl] = fn()
             ref = outputs.get(BASELINE, next(iter(outputs.values())))
             times = time_alternating(fns, repeats, min_time, device=dev, progress=progress)
-            for impl in impls:
-                row = Row(impl, batch, times[impl],
-                          {"max_abs_diff": _max_diff(outputs[impl], ref)})
-                row.extra["gflops"] = 2 * macs * row.images_per_s / 1e9
-                results["rows"].append(row)
-    _add_ratios(results)
-    return results
+            batch_rows = {impl: _row(impl, batch, times[impl], _max_diff(outputs[impl], ref),
+                                     macs) for impl in impls}
+            rows += [r.against(batch_rows.get(BASELINE)) for r in batch_rows.values()]
+    return InferenceResult(model=name, resolution=res, device=describe_device(dev), amp=amp,
+                           threads=threads or torch.get_num_threads(), macs_per_image=macs,
+                           baseline=BASELINE, rows=tuple(rows))
+
+
+def _row(impl: str, batch: int, seconds: Sequence[float], max_abs_diff: float,
+         macs: int) -> InferenceRow:
+    """A row whose GFLOP/s is 2 x MACs per image x images/s."""
+    plain = InferenceRow(impl, batch, tuple(seconds), max_abs_diff, gflops=0.0)
+    return replace(plain, gflops=2 * macs * plain.images_per_s / 1e9)
 
 
 def _inference_call(model: nn.Module, x: torch.Tensor, dev: torch.device,

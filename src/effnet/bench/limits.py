@@ -13,6 +13,8 @@ from torch import nn
 
 from ..model_factory import create_model
 from .harness import _no_grad_call, describe_device, num_threads, time_alternating
+from .records import DepthwiseBound, DepthwiseLayer, InferenceRow, PeakFraction
+from .results import LimitsResult
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5, device: str = "cpu",
@@ -35,7 +37,7 @@ def copy_bandwidth(mbytes: int = 256, repeats: int = 5, device: str = "cpu") -> 
 
 
 def depthwise_bound(name: str = "b0", batch: int = 1, resolution: int | None = None,
-                    bandwidth_gbs: float | None = None, repeats: int = 5) -> dict[str, Any]:
+                    bandwidth_gbs: float | None = None, repeats: int = 5) -> DepthwiseBound:
     """The bytes-moved lower bound of the depthwise convolutions against their measured time.
 
     A depthwise k x k conv does k^2 multiply-adds per output element but must
@@ -58,18 +60,15 @@ def depthwise_bound(name: str = "b0", batch: int = 1, resolution: int | None = N
     for h in handles:
         h.remove()
     bw = bandwidth_gbs or copy_bandwidth()
-    total = {"macs": 0, "bytes": 0}
     fns: dict[str, Callable[[], Any]] = {}
-    layers = []
+    layers: list[DepthwiseLayer] = []
     for i, (conv, shape) in enumerate(shapes):
         with torch.no_grad():
             out = conv(torch.zeros(shape))
         nbytes = 4 * (math.prod(shape) + out.numel() + conv.weight.numel())
         macs = out.numel() * conv.kernel_size[0] * conv.kernel_size[1]
-        total["macs"] += macs
-        total["bytes"] += nbytes
-        layers.append({"layer": i, "input": list(shape), "kernel": conv.kernel_size[0],
-                       "stride": conv.stride[0], "macs": macs, "bytes": nbytes})
+        layers.append(DepthwiseLayer(i, tuple(shape), conv.kernel_size[0], conv.stride[0],
+                                     macs, nbytes))
         c = copy.deepcopy(conv)
         c.bias = nn.Parameter(torch.zeros(c.out_channels))
         xs = torch.randn(shape)
@@ -80,27 +79,19 @@ def depthwise_bound(name: str = "b0", batch: int = 1, resolution: int | None = N
     t = time_alternating(fns, repeats, min_time=0.02, warmup=1)
     nchw = sum(statistics.median(t[f"nchw{i}"]) for i in range(len(shapes)))
     cl = sum(statistics.median(t[f"cl{i}"]) for i in range(len(shapes)))
-    bound = total["bytes"] / (bw * 1e9)
-    return {"model": name, "batch": batch, "resolution": res, "layers": len(shapes),
-            "macs": total["macs"], "bytes": total["bytes"],
-            "flops_per_byte": 2 * total["macs"] / total["bytes"], "bandwidth_gbs": bw,
-            "bound_s": bound, "nchw_s": nchw, "channels_last_s": cl,
-            "nchw_x_bound": nchw / bound, "channels_last_x_bound": cl / bound,
-            "per_layer": layers}
+    return DepthwiseBound(model=name, batch=batch, resolution=res, bandwidth_gbs=bw,
+                          nchw_s=nchw, channels_last_s=cl, per_layer=tuple(layers))
 
 
 def machine_limits(name: str = "b0", threads: int | None = None,
-                   inference_rows: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
+                   inference_rows: Sequence[InferenceRow] | None = None) -> LimitsResult:
     """Matmul peak, copy bandwidth, the depthwise bound, and models' fractions of the peak."""
     with num_threads(threads):
         peak = matmul_peak()
         bw = copy_bandwidth()
         dw = depthwise_bound(name, bandwidth_gbs=bw)
-    out = {"task": "limits", "threads": threads or torch.get_num_threads(),
-           "device": describe_device(torch.device("cpu")),
-           "matmul_gflops": peak, "copy_gbs": bw, "depthwise": dw}
-    if inference_rows:
-        out["fraction_of_peak"] = [
-            {"impl": r["impl"], "batch": r["batch"], "gflops": r["gflops"],
-             "fraction": r["gflops"] / peak} for r in inference_rows]
-    return out
+    fractions = tuple(PeakFraction(r.impl, r.batch, r.gflops, r.gflops / peak)
+                      for r in inference_rows or ())
+    return LimitsResult(threads=threads or torch.get_num_threads(),
+                        device=describe_device(torch.device("cpu")), matmul_gflops=peak,
+                        copy_gbs=bw, depthwise=dw, fraction_of_peak=fractions)

@@ -29,6 +29,7 @@ from ..errors import EffnetError
 from ..model_factory import create_model
 from .harness import _autocast, _batch, _train_step
 from .references import _sources_for, _training_model, reference_models
+from .results import MemoryResult
 
 
 def saved_bytes(model: nn.Module, x: torch.Tensor, amp: bool = False) -> int:
@@ -224,16 +225,14 @@ def _peak_step_in_process(impl: str, name: str, batch: int, resolution: int, cha
             "hwm_reset": True}
 
 
-
-
 def memory_report(name: str = "b0", batch: int = 8, resolution: int | None = None,
-                  impls: Sequence[str] = ("timm", "effnet", "effnet-memeff")) -> dict[str, Any]:
+                  impls: Sequence[str] = ("timm", "effnet", "effnet-memeff")) -> MemoryResult:
     """Op-by-op and role-by-role bytes kept for backward, for each implementation."""
     res = resolution or create_model(name).pretrained_cfg["input_size"][-1]
     sources = reference_models(name, _sources_for(impls))
     x, _ = _batch(batch, res, torch.device("cpu"), False)
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for i in impls:
         m = _training_model(i, name, torch.device("cpu"), False, sources)
         out[i] = saved_tensors_by_op(m, x)
-    return {"task": "memory", "model": name, "batch": batch, "resolution": res, "impls": out}
+    return MemoryResult(model=name, batch=batch, resolution=res, impls=out)

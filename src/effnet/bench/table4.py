@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import statistics
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import torch
 from torch import nn
@@ -16,10 +14,11 @@ from ..model_factory import create_model
 from ..profile import count_macs
 from .harness import _no_grad_call, describe_device, num_threads, time_alternating
 from .references import PAPER_TABLE4, REFERENCE_BN_EPS, randomize_bn
+from .results import Table4Result
 
 
 def table4(repeats: int = 7, threads: int = 1, min_time: float = 1.0,
-           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+           progress: Callable[[str], None] | None = None) -> Table4Result:
     """Paper Table 4 here: EfficientNet-B1 (240 px) against ResNet-152 (224 px), batch 1.
 
     Both eager as created, and both optimized (effnet's fast path; ResNet-152
@@ -45,13 +44,10 @@ def table4(repeats: int = 7, threads: int = 1, min_time: float = 1.0,
                "b1-ts": lambda: _no_grad_call(b1_ts, xb),
                "resnet152-ts": lambda: _no_grad_call(rn_ts, xr)}
         t = time_alternating(fns, repeats, min_time, progress=progress)
-    lat = {k: statistics.median(v) for k, v in t.items()}
-    return {"task": "table4", "threads": threads, "device": describe_device(torch.device("cpu")),
-            "latency_s": lat, "seconds": t,
-            "speedup_eager": lat["resnet152"] / lat["b1"],
-            "speedup_optimized": lat["resnet152-ts"] / min(lat["b1-fast"], lat["b1-ts"]),
-            "paper": PAPER_TABLE4,
-            "macs": {"b1": count_macs(b1, 240), "resnet152": _resnet_macs(rn)}}
+    return Table4Result(threads=threads, device=describe_device(torch.device("cpu")),
+                        seconds={k: tuple(v) for k, v in t.items()},
+                        b1_macs=count_macs(b1, 240), resnet152_macs=_resnet_macs(rn),
+                        paper=PAPER_TABLE4)
 
 
 def _resnet_macs(model: nn.Module) -> int:

@@ -10,8 +10,6 @@ import torch
 from ..errors import EffnetError
 from ..model_factory import create_model
 from .harness import (
-    Row,
-    _add_ratios,
     _autocast,
     _batch,
     _max_diff,
@@ -21,14 +19,16 @@ from .harness import (
     time_alternating,
 )
 from .memory import _saved_at, peak_step_memory
+from .records import TrainingRow
 from .references import BASELINE, TRAINING_IMPLS, _sources_for, _training_model, reference_models
+from .results import TrainingResult
 
 
 def training(name: str = "b0", batch: int = 64, impls: Sequence[str] = TRAINING_IMPLS,
              resolution: int | None = None, repeats: int = 3, threads: int | None = None,
              device: str = "cpu", amp: bool = False, channels_last: bool = False,
              peak: bool = True, min_time: float = 0.0,
-             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+             progress: Callable[[str], None] | None = None) -> TrainingResult:
     """Training-step images/s (forward, loss, backward, SGD step), saved and peak memory.
 
     All implementations start from the same weights; their eval-mode outputs on
@@ -41,12 +41,6 @@ def training(name: str = "b0", batch: int = 64, impls: Sequence[str] = TRAINING_
         raise EffnetError(f"unknown implementation(s) {sorted(unknown)}: choose from "
                           f"{', '.join(TRAINING_IMPLS)}, effnet-ckpt")
     res = resolution or create_model(name).pretrained_cfg["input_size"][-1]
-    results: dict[str, Any] = {"task": "training", "model": name, "resolution": res,
-                               "device": describe_device(dev), "amp": amp,
-                               "channels_last": channels_last,
-                               "threads": threads or torch.get_num_threads(),
-                               "baseline": BASELINE, "optimizer": "SGD(lr=1e-5, momentum=0.9)",
-                               "rows": []}
     with num_threads(threads):
         sources = reference_models(name, _sources_for(impls))
         x, y = _batch(batch, res, dev, channels_last)
@@ -65,22 +59,16 @@ def training(name: str = "b0", batch: int = 64, impls: Sequence[str] = TRAINING_
         steps = {i: _train_step(models[i], x, y, dev, amp) for i in impls}
         times = time_alternating(steps, repeats, min_time=min_time, warmup=1, device=dev,
                                  progress=progress)
-        peaks = {}
+        peaks: dict[str, dict[str, Any]] = {}
         if peak:
             for i in impls:
                 if progress:
                     progress(f"peak memory of {i}")
                 peaks[i] = peak_step_memory(i, name, batch, res, channels_last, device, amp)
-        for i in impls:
-            extra: dict[str, Any] = {"saved_bytes": saved[i],
-                                     "max_abs_diff": _max_diff(check[i], ref)}
-            if i in peaks:
-                extra["peak_bytes"] = peaks[i]["peak_bytes"]
-            results["rows"].append(Row(i, batch, times[i], extra))
-    _add_ratios(results)
-    base = next((r for r in results["rows"] if r["impl"] == BASELINE), None)
-    for r in results["rows"]:
-        for key in ("saved_bytes", "peak_bytes"):
-            if base and r.get(key) is not None and base.get(key):
-                r[key.replace("_bytes", "_x_") + BASELINE] = r[key] / base[key]
-    return results
+        rows = {i: TrainingRow(i, batch, tuple(times[i]), _max_diff(check[i], ref), saved[i],
+                               peaks[i]["peak_bytes"] if i in peaks else None) for i in impls}
+    return TrainingResult(model=name, resolution=res, device=describe_device(dev), amp=amp,
+                          channels_last=channels_last,
+                          threads=threads or torch.get_num_threads(), baseline=BASELINE,
+                          optimizer="SGD(lr=1e-5, momentum=0.9)",
+                          rows=tuple(r.against(rows.get(BASELINE)) for r in rows.values()))
