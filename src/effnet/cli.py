@@ -10,7 +10,14 @@ from collections.abc import Sequence
 
 import torch
 
-from . import commands_bench, commands_io, commands_search, commands_study, commands_train
+from . import (
+    commands_bench,
+    commands_io,
+    commands_nas,
+    commands_search,
+    commands_study,
+    commands_train,
+)
 from .errors import EffnetError
 from .io_utils import first_line
 from .model_factory import create_model, list_models
@@ -20,7 +27,8 @@ from .spec import is_spec_path, load_spec
 from .zoo import MODELS, canonical_name
 
 # Each feature area registers its own subcommands: register(subparsers) -> None.
-PLUGINS = [commands_io, commands_train, commands_bench, commands_search, commands_study]
+PLUGINS = [commands_io, commands_train, commands_bench, commands_search, commands_study,
+           commands_nas]
 
 def _fmt_m(v: float | None, div: float, digits: int = 2) -> str:
     return "-" if v is None else f"{v / div:.{digits}f}"
