@@ -135,9 +135,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="baseline the space is built around: b0, lite, mobilenetv2 or a "
                    "spec.json (default b0)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="proxy epochs per trial (default 1)")
+                   help="proxy epochs per trial (default 2)")
     p.add_argument("--train-size", type=int, default=None,
-                   help="training images per trial (default 12000; 0: all)")
+                   help="training images per trial (default 8000; 0: all)")
     p.add_argument("--seed", type=int, default=0, help="sampler and training seed (default 0)")
     p.add_argument("--workers", type=int, default=1,
                    help="parallel processes sharing the study, one thread each (default 1)")

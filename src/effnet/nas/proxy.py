@@ -18,8 +18,8 @@ from ..search.candidates import Cost
 from ..search.trainer import Recipe
 from ..spec import NetworkSpec
 
-# One epoch over a fixed 12,000-image subset, evaluated 4 times on the whole validation split.
-NAS_RECIPE = Recipe(epochs=1, evals=4, train_size=12000)
+# Two epochs over a fixed 8,000-image subset, evaluated 4 times on the whole validation split.
+NAS_RECIPE = Recipe(epochs=2, evals=4, train_size=8000)
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Proxy:
     """The small stand-in of every candidate: scale, stem stride, resolution, data and recipe.
 
     The defaults are the scaling study's B0 base (`effnet study`, presets
-    quick and standard), on a 12,000-image subset so that a candidate trains
+    quick and standard), on an 8,000-image subset so that a candidate trains
     in about a quarter of a minute on one core.
     """
 
