@@ -121,9 +121,9 @@ def report_md(result: NasResult, cfg: NasConfig, command: str = "") -> str:
                f"The best trial differs by {100 * (best['accuracy'] - base['accuracy']):+.2f} "
                f"points of accuracy at {best['macs'] / base['macs']:.2f}x B0's MACs."),
             "",
-            "These are single training runs (one seed each): a difference of a point or less "
-            "is within seed noise. `benchmarks/bench_nas.py` retrains the found baseline, B0 "
-            "and random specs of the same MACs with several seeds and gives the interval.", ""]
+            "These are single training runs (one seed each), with no interval: "
+            "`benchmarks/bench_nas.py` retrains the found baseline, B0 and random specs of the "
+            "same MACs with several seeds and gives Welch's 95% interval.", ""]
     lines += ["## Files", "",
               "- `spec.json`: the best baseline; `trials.csv`: every trial (spec, MACs, params, "
               "accuracy, reward, seconds, whether it is on the accuracy-MACs front);",

@@ -193,10 +193,16 @@ def _objective(cfg: NasConfig, n_trials: int, data: ProxyData, trainer: Trainer,
 
 
 # ---------------------------------------------------------------- the study
-def _sampler(cfg: NasConfig, worker: int):
+def _sampler(cfg: NasConfig, worker: int, offset: int = 0):
+    """TPE (or NSGA-II) seeded from the config's seed, the worker's index and `offset`.
+
+    Workers sharing a study must not draw the same points: `run_workers` gives
+    each its index, and `offset` (the trials already stored when a worker
+    joins) separates a rerun and later joiners from the first run.
+    """
     import optuna
 
-    seed = cfg.seed + 1000 * worker  # workers sharing a study must not draw the same points
+    seed = cfg.seed + 1000 * worker + offset
     if cfg.multi_objective:
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
     with _quiet_optuna():  # constant_liar (parallel workers avoid each other) is experimental
@@ -219,9 +225,12 @@ def _open_study(store, cfg: NasConfig, study_name: str, target: float, worker: i
     import optuna
 
     directions = ["maximize", "minimize"] if cfg.multi_objective else ["maximize"]
+    offset = 0
+    with contextlib.suppress(KeyError), _quiet_optuna():
+        offset = len(optuna.load_study(study_name=study_name, storage=store).trials)
     with _quiet_optuna():
         study = optuna.create_study(storage=store, study_name=study_name, directions=directions,
-                                    sampler=_sampler(cfg, worker),
+                                    sampler=_sampler(cfg, worker, offset),
                                     pruner=_pruner(prune and not cfg.multi_objective),
                                     load_if_exists=True)
     mine = cfg.identity(target)
@@ -325,18 +334,20 @@ def describe_row(row: dict) -> str:
 
 def nas_worker(cfg: NasConfig, n_trials: int, storage: str, study_name: str, root: str | None,
                trainer_ref: str | None, heartbeat_interval: int, grace_period: int, worker: int,
-               threads: int = 1, progress: bool = False) -> int:
+               threads: int = 1, progress: bool = False, prune: bool = True) -> int:
     """One worker process of `effnet nas --workers K`: trains trials until the search is done.
 
     Returns the number of trials it trained.
     """
+    import optuna
     import torch
 
     from ..search.trainer import load_trainer
 
     torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     result = run_nas(cfg, n_trials, storage, study_name, trainer=load_trainer(trainer_ref),
-                     progress=progress, worker=worker, root=root,
+                     prune=prune, progress=progress, worker=worker, root=root,
                      heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     return result.ran_now
 
@@ -344,20 +355,20 @@ def nas_worker(cfg: NasConfig, n_trials: int, storage: str, study_name: str, roo
 def run_workers(cfg: NasConfig, n_trials: int, storage: str, study_name: str = DEFAULT_STUDY,
                 workers: int = 1, root: str | None = None, trainer_ref: str | None = None,
                 heartbeat_interval: int = HEARTBEAT_S, grace_period: int = GRACE_S,
-                progress: bool = True) -> None:
+                progress: bool = True, prune: bool = True) -> None:
     """Run the search in `workers` processes (one torch thread each) sharing `storage`."""
     if workers < 1:
         raise EffnetError(f"--workers must be >= 1, got {workers}")
     args = (cfg, n_trials, storage, study_name, root, trainer_ref, heartbeat_interval,
             grace_period)
     if workers == 1:
-        nas_worker(*args, 0, 1, progress)
+        nas_worker(*args, 0, 1, progress, prune)
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(nas_worker, *args, i, 1, progress and i == 0)
+        futures = [pool.submit(nas_worker, *args, i, 1, progress and i == 0, prune)
                    for i in range(workers)]
         for fut in futures:
             fut.result()
