@@ -216,8 +216,10 @@ def _pruner(prune: bool):
     if not prune:
         return optuna.pruners.NopPruner()
     # From the second evaluation on, once 5 trials have finished: the median of finished
-    # trials' rewards at the same evaluation decides (the first evaluation is warm-up noise).
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    # trials' rewards at the same evaluation decides. The first evaluation comes during the
+    # learning-rate warm-up, where scores are near chance and rank nothing (Optuna prunes
+    # only at steps >= n_warmup_steps).
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
 
 
 def _open_study(store, cfg: NasConfig, study_name: str, target: float, worker: int,
