@@ -321,7 +321,9 @@ def finished(storage: str, study: str = "effnet-nas") -> list:
     import optuna
     from optuna.trial import TrialState
 
-    trials = optuna.load_study(study_name=study, storage=storage).trials
+    from effnet.search.storage import open_storage
+
+    trials = optuna.load_study(study_name=study, storage=open_storage(storage)).trials
     return [t for t in trials if t.state == TrialState.COMPLETE
             and "effnet_skipped" not in t.user_attrs]
 
