@@ -277,6 +277,37 @@ def test_multi_objective_search_keeps_accuracy_and_macs(tmp_path):
     assert load_result(cfg, db, data=StubData()).rows == res.rows
 
 
+# ---------------------------------------------------------------- the whole method
+@pytest.mark.slow
+def test_autoscale_runs_search_grid_and_family_into_one_report(tmp_path):
+    from effnet.nas.autoscale import AutoscalePreset, run_autoscale
+
+    preset = AutoscalePreset("test", nas_trials=3, grid_step=0.25, grid_tolerance=0.2,
+                             grid_max=None, grid_seeds=1, family_seeds=1)
+    report = run_autoscale(preset, tmp_path, [1.0, 2.0], progress=False,
+                           trainer_ref="tests.test_nas:fake_trainer")
+    summary = json.loads((tmp_path / "autoscale.json").read_text())
+    grid = json.loads((tmp_path / "grid" / "search-autoscale-grid.json").read_text())
+    done = [r for r in grid["rows"] if r["status"] == "complete"]
+    best = max(r["val_top1"] for r in done)
+    assert summary["coefficients"] in [[r["alpha"], r["beta"], r["gamma"]] for r in done
+                                       if r["val_top1"] == best]
+    assert summary["paper"] == [1.2, 1.1, 1.15]
+    fams = {(r["family"], r["phi"]) for r in summary["family"]}
+    assert fams == {(f, p) for f in ("found", "b0-paper") for p in (0.0, 1.0, 2.0)}
+    found = load_spec(tmp_path / "nas" / "spec.json")
+    for r in summary["family"]:  # every member's MACs measured on the model it trained
+        spec = found if r["family"] == "found" else EFFICIENTNET_B0
+        coeffs = summary["coefficients"] if r["family"] == "found" else [1.2, 1.1, 1.15]
+        a, b, g = (c ** r["phi"] for c in coeffs)
+        member = effnet.scaling.scale(spec, 0.25 * b, 0.6 * a).with_(stem_stride=1)
+        model = effnet.create_model(spec=member, num_classes=10, in_chans=1)
+        assert r["resolution"] == round(14 * g)
+        assert r["macs"] == macs_by_flop_counter(model, r["resolution"])
+    text = report.read_text()
+    assert "1.2 | 1.1 | 1.15" in text and (tmp_path / "family.png").exists()
+
+
 # ---------------------------------------------------------------- CLI errors
 @pytest.mark.parametrize("argv,message", [
     (["nas", "--dataset", "mnist-nope"], "unknown --dataset 'mnist-nope'"),

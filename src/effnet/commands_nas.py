@@ -149,11 +149,14 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
                           f"{args.phi!r}: e.g. --phi 1..3")
     if args.workers < 1:
         raise EffnetError(f"--workers must be >= 1, got {args.workers}")
+    from .search.trainer import load_trainer
+
+    load_trainer(args.trainer)
     t0 = time.perf_counter()
     report = run_autoscale(PRESETS[args.preset], args.output, phis, dataset=args.dataset,
                            target_macs=target, w=args.w, workers=args.workers,
                            storage=args.storage, root=args.data,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, trainer_ref=args.trainer)
     print(f"done in {(time.perf_counter() - t0) / 60:.1f} min; the report is {report}")
     return 0
 
@@ -240,5 +243,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "./autoscale)")
     p.add_argument("--storage", default=None,
                    help="Optuna storage of all three steps (default OUTPUT/autoscale.db)")
+    p.add_argument("--trainer", default=None,
+                   help="custom training function 'package.module:function' (advanced)")
     p.add_argument("--no-progress", action="store_true", help="no progress messages")
     p.set_defaults(func=cmd_autoscale)

@@ -62,16 +62,17 @@ def _family_member(spec: NetworkSpec, coeffs: tuple[float, float, float], phi: f
 
 def family_worker(found_path: str, coeffs: tuple[float, float, float], phis: list[float],
                   seeds: int, proxy: Proxy, storage: str, root: str | None,
-                  worker: int = 0) -> None:
+                  trainer_ref: str | None = None, worker: int = 0) -> None:
     """Train the family's jobs (a queue shared by any number of workers)."""
     import torch
 
     from ..nn.model import EfficientNet
     from ..profile import count_macs, count_params
     from ..search.queue import run_jobs
-    from ..search.trainer import ProxyData, train_proxy
+    from ..search.trainer import ProxyData, load_trainer
 
     torch.set_num_threads(1)
+    train = load_trainer(trainer_ref)
     data = ProxyData(proxy.dataset, root, proxy.recipe)
     bases = {"found": (load_spec(found_path), coeffs), "b0-paper": (EFFICIENTNET_B0, PAPER)}
 
@@ -83,9 +84,10 @@ def family_worker(found_path: str, coeffs: tuple[float, float, float], phis: lis
                              drop_rate=0.1, drop_path_rate=0.05, bn_momentum=0.1)
         macs, params = count_macs(model, res), count_params(model)
         ctx.update({"macs": macs, "params": params, "resolution": res})
-        out = train_proxy(model, res, data, proxy.recipe, ctx.params["seed"])
+        out = train(model, res, data, proxy.recipe, ctx.params["seed"])
         return {"macs": macs, "params": params, "resolution": res, "value": out["val_top1"],
-                "val_top1": out["val_top1"], "curve": out["curve"], "seconds": out["seconds"]}
+                "val_top1": out["val_top1"], "curve": out.get("curve", []),
+                "seconds": out.get("seconds")}
 
     run_jobs(storage, "autoscale-family", _family_jobs(phis, seeds), work,
              identity={"kind": "autoscale-family", "found": str(found_path),
@@ -93,14 +95,17 @@ def family_worker(found_path: str, coeffs: tuple[float, float, float], phis: lis
                        "proxy": proxy.identity()})
 
 
-def grid_worker(cfg: SearchConfig, storage: str, root: str | None, worker: int = 0):
+def grid_worker(cfg: SearchConfig, storage: str, root: str | None,
+                trainer_ref: str | None = None, worker: int = 0):
     """One worker of the grid search (step 1) on the found baseline; returns its result."""
     import torch
 
     from ..search.run import run_search
+    from ..search.trainer import load_trainer
 
     torch.set_num_threads(1)
-    return run_search(cfg, storage, "autoscale-grid", progress=False, root=root)
+    return run_search(cfg, storage, "autoscale-grid", trainer=load_trainer(trainer_ref),
+                      progress=False, root=root)
 
 
 def _parallel(fn, args: tuple, workers: int) -> None:
@@ -118,7 +123,8 @@ def _parallel(fn, args: tuple, workers: int) -> None:
 def run_autoscale(preset: AutoscalePreset, output: str | Path, phis: list[float],
                   dataset: str = "fashion-mnist", target_macs: float | None = None,
                   w: float = -0.07, workers: int = 1, storage: str | None = None,
-                  root: str | None = None, progress: bool = True) -> Path:
+                  root: str | None = None, progress: bool = True,
+                  trainer_ref: str | None = None) -> Path:
     """Run (or resume) the three steps; write OUTPUT/report.md and return its path."""
     from ..search.queue import finished_jobs
     from .report import write_report
@@ -139,7 +145,7 @@ def run_autoscale(preset: AutoscalePreset, output: str | Path, phis: list[float]
 
     t0 = time.perf_counter()
     say(f"step 1/3: baseline search, {preset.nas_trials} trials ({workers} worker(s))")
-    run_workers(cfg, preset.nas_trials, url, "autoscale-nas", workers, root,
+    run_workers(cfg, preset.nas_trials, url, "autoscale-nas", workers, root, trainer_ref,
                 progress=progress)
     nas = load_result(cfg, url, "autoscale-nas", root=root)
     paths = write_report(nas, cfg, out / "nas")
@@ -157,8 +163,8 @@ def run_autoscale(preset: AutoscalePreset, output: str | Path, phis: list[float]
                         tolerance=preset.grid_tolerance, max_value=preset.grid_max,
                         seeds=preset.grid_seeds, recipe=proxy.recipe)
     say(f"step 2/3: (alpha, beta, gamma) grid search at phi = 1, {len(gcfg.points())} points")
-    _parallel(grid_worker, (gcfg, url, root), workers)
-    grid = grid_worker(gcfg, url, root)
+    _parallel(grid_worker, (gcfg, url, root, trainer_ref), workers)
+    grid = grid_worker(gcfg, url, root, trainer_ref)
     from ..search.results import write_results
 
     write_results(grid, gcfg, out / "grid")
@@ -171,7 +177,7 @@ def run_autoscale(preset: AutoscalePreset, output: str | Path, phis: list[float]
     say(f"step 3/3: the scaled family, phi {','.join(f'{p:g}' for p in phis)}, beside B0 "
         "scaled with the paper's coefficients")
     _parallel(family_worker, (str(paths["spec"].resolve()), coeffs, phis,
-                              preset.family_seeds, proxy, url, root), workers)
+                              preset.family_seeds, proxy, url, root, trainer_ref), workers)
     family = finished_jobs(url, "autoscale-family")
     times["family"] = time.perf_counter() - t2
     return write_autoscale_report(out, preset, found, nas, grid, coeffs, family, phis, times,
