@@ -207,6 +207,10 @@ def test_bad_spec_files_give_one_line(tmp_path, capsys):
     assert cli_main(["scale", "--base", str(bad), "--phi", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "kernel must be a positive odd number" in err and "\n" not in err
+    assert cli_main(["search", "--base", str(tmp_path / "none.json"), "--storage",
+                     str(tmp_path / "s.db")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no spec file at" in err and "\n" not in err
 
 
 # ---------------------------------------------------------------- the search
