@@ -167,7 +167,8 @@ def write_summary(out, models, done, args, recipe, wall, describe, write_json, w
              "| model | MACs (M) | val top-1 % (mean) | per seed | spec |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['macs'] / 1e6:.3f} | {100 * r['mean']:.2f} | "
-                     + ", ".join(f"{100 * v:.2f}" for v in r["seeds"]) + f" | {r['spec']} |")
+                     + ", ".join(f"{100 * v:.2f}" for v in r["seeds"])
+                     + f" | {r['spec'].replace(' | ', ' / ')} |")
     lines += ["", "Differences of mean validation top-1 (points), Welch 95% interval:", ""]
     for name, c in (("found - B0", vs_b0), ("found - median of random (per seed)", vs_random)):
         lines.append(f"- {name}: {100 * c.diff:+.2f} [{100 * c.ci_low:+.2f}, "
