@@ -71,7 +71,7 @@ def family_worker(found_path: str, coeffs: tuple[float, float, float], phis: lis
     from ..search.queue import run_jobs
     from ..search.trainer import ProxyData, load_trainer
 
-    torch.set_num_threads(1)
+    _quiet_worker()
     train = load_trainer(trainer_ref)
     data = ProxyData(proxy.dataset, root, proxy.recipe)
     bases = {"found": (load_spec(found_path), coeffs), "b0-paper": (EFFICIENTNET_B0, PAPER)}
@@ -98,14 +98,21 @@ def family_worker(found_path: str, coeffs: tuple[float, float, float], phis: lis
 def grid_worker(cfg: SearchConfig, storage: str, root: str | None,
                 trainer_ref: str | None = None, worker: int = 0):
     """One worker of the grid search (step 1) on the found baseline; returns its result."""
-    import torch
-
     from ..search.run import run_search
     from ..search.trainer import load_trainer
 
-    torch.set_num_threads(1)
+    _quiet_worker()
     return run_search(cfg, storage, "autoscale-grid", trainer=load_trainer(trainer_ref),
                       progress=False, root=root)
+
+
+def _quiet_worker() -> None:
+    """One torch thread, and Optuna's notices off (a spawned process starts with defaults)."""
+    import optuna
+    import torch
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _parallel(fn, args: tuple, workers: int) -> None:
