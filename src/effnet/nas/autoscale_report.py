@@ -59,6 +59,19 @@ def _plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _twins(rows: list[dict], best: dict) -> str:
+    """A sentence naming the grid points that build the same proxy network as the best."""
+    same = [r for r in rows if r is not best and r["status"] == "complete"
+            and (r["macs"], r["params"], r["resolution"]) == (best["macs"], best["params"],
+                                                             best["resolution"])]
+    if not same:
+        return "Read the table in `grid/` before trusting the winner over its neighbours."
+    names = ", ".join(f"({r['alpha']:g}, {r['beta']:g}, {r['gamma']:g})" for r in same)
+    return (f"At this scale {names} round(s) to the very same network (same MACs, parameters "
+            "and resolution), so the grid cannot tell them from the winner: the found "
+            "coefficients are one of a tie.")
+
+
 def write_autoscale_report(out: Path, preset, found: NetworkSpec, nas, grid, coeffs, family,
                            phis, times: dict[str, float], workers: int) -> Path:
     """report.md, family.png and autoscale.json in `out`; returns the report's path."""
@@ -93,8 +106,10 @@ def write_autoscale_report(out: Path, preset, found: NetworkSpec, nas, grid, coe
         f"| paper (B0, ImageNet) | {PAPER[0]:g} | {PAPER[1]:g} | {PAPER[2]:g} | "
         f"{flops_constraint(*PAPER):.3f} |", "",
         f"The best grid point scored {100 * grid.best['val_top1']:.2f}% with "
-        f"{preset.grid_seeds} seed(s); the grid's ranking at this budget is noisy: read the "
-        "table in `grid/` before trusting the winner over its neighbours.", "",
+        f"{preset.grid_seeds} seed(s); its measured MACs are "
+        f"{grid.best['mac_ratio']:.2f}x the baseline's (the target is 2x: rounding of "
+        "channels, repeats and pixels moves small networks off it). "
+        + _twins(grid.rows, grid.best), "",
         "## 3. The scaled families", "",
         f"Mean validation top-1 over {preset.family_seeds} seed(s), every model trained with "
         "the same proxy recipe (`family.png`):", "",
