@@ -226,8 +226,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "at proxy scale, beside B0 scaled with the paper's coefficients. "
                        "Resumable.")
     p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                   help="quick: 10 trials, a coarse grid, one seed (about 10 min on 2 free "
-                   "cores); standard: 40 trials, the 0.05 grid, 3 seeds")
+                   help="quick: 10 trials, a coarse grid, one seed (21 min measured on the "
+                   "2-core box while it was shared; results/autoscale-quick); standard: 40 "
+                   "trials, the 0.05 grid, 3 seeds")
     p.add_argument("--dataset", default="fashion-mnist",
                    help="fashion-mnist (offline), cifar10, cifar100 (default fashion-mnist)")
     p.add_argument("--data", default=None, help="dataset folder (default: the system copy)")

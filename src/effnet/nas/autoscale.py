@@ -38,7 +38,7 @@ class AutoscalePreset:
 
 
 PRESETS = {
-    # About 10 minutes on two free cores: a short search, a coarse grid, one seed.
+    # A short search, a coarse grid, one seed (measured times: results/autoscale-quick).
     "quick": AutoscalePreset("quick", nas_trials=10, grid_step=0.1, grid_tolerance=0.1,
                              grid_max=1.4, grid_seeds=1, family_seeds=1),
     # The paper's grid spacing (0.05), more trials and seeds for intervals.
