@@ -28,7 +28,7 @@ LAYERS = [
     ("effnet.limits", "effnet.model_factory", "effnet.profile", "effnet.fast", "effnet.export"),
     ("effnet.data", "effnet.train", "effnet.predict", "effnet.evaluate"),
     ("effnet.search", "effnet.bench"),
-    ("effnet.study",),
+    ("effnet.study", "effnet.nas"),
     ("effnet.cli", "effnet.commands_", "effnet.__main__"),
 ]
 ALLOWED_UPWARD = {

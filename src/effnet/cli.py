@@ -10,16 +10,25 @@ from collections.abc import Sequence
 
 import torch
 
-from . import commands_bench, commands_io, commands_search, commands_study, commands_train
+from . import (
+    commands_bench,
+    commands_io,
+    commands_nas,
+    commands_search,
+    commands_study,
+    commands_train,
+)
 from .errors import EffnetError
 from .io_utils import first_line
 from .model_factory import create_model, list_models
 from .profile import count_macs, count_params, profile
 from .scaling import CompoundScaling
+from .spec import is_spec_path, load_spec
 from .zoo import MODELS, canonical_name
 
 # Each feature area registers its own subcommands: register(subparsers) -> None.
-PLUGINS = [commands_io, commands_train, commands_bench, commands_search, commands_study]
+PLUGINS = [commands_io, commands_train, commands_bench, commands_search, commands_study,
+           commands_nas]
 
 def _fmt_m(v: float | None, div: float, digits: int = 2) -> str:
     return "-" if v is None else f"{v / div:.{digits}f}"
@@ -54,7 +63,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.resolution is not None and args.resolution < MIN_RESOLUTION:
         raise EffnetError(f"--resolution {args.resolution} is too small: use at least "
                           f"{MIN_RESOLUTION} px (the network downsamples 32x)")
-    model = create_model(args.name, num_classes=args.num_classes)
+    if is_spec_path(args.name):  # a baseline as data, e.g. the spec.json `effnet nas` wrote
+        model = create_model(spec=args.name, num_classes=args.num_classes)
+    else:
+        model = create_model(args.name, num_classes=args.num_classes)
     res = args.resolution or model.pretrained_cfg["input_size"][-1]
     p = profile(model, res)
     print(f"model        {model.model_name}")
@@ -84,7 +96,11 @@ def parse_phis(text: str) -> list[float]:
 
 def cmd_scale(args: argparse.Namespace) -> int:
     """Compound-scaling coefficients for phi and the scaled model's params and MACs."""
-    base = canonical_name(args.base)
+    spec_file = args.base if is_spec_path(args.base) else None
+    base = "b0" if spec_file else canonical_name(args.base)
+    what = {"spec": spec_file} if spec_file else {"name": base}
+    if spec_file:
+        print(f"base: {load_spec(spec_file).name} from {spec_file} (B0's 224 px)")
     scaling = CompoundScaling(args.alpha, args.beta, args.gamma)
     if args.from_search:  # step 2 of the paper: the grid search's best (alpha, beta, gamma)
         from .search.results import best_coefficients
@@ -100,10 +116,10 @@ def cmd_scale(args: argparse.Namespace) -> int:
     for phi in parse_phis(args.phi):
         c = scaling.coefficients(phi, MODELS[base].resolution)
         with torch.device("meta"):
-            m = create_model(base, phi=phi, scaling=scaling)
+            m = create_model(**what, phi=phi, scaling=scaling)
             macs = count_macs(m, c.resolution)
             if base_macs is None:
-                base_macs = count_macs(create_model(base), MODELS[base].resolution)
+                base_macs = count_macs(create_model(**what), MODELS[base].resolution)
         print(f"{phi:>6g}{c.depth_mult:>8.3f}{c.width_mult:>8.3f}{c.resolution:>6}"
               f"{count_params(m) / 1e6:>11.2f}{macs / 1e9:>9.3f}{macs / base_macs:>8.2f}")
     return 0
@@ -124,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("profile", help="params, MACs and activation memory of a model")
-    p.add_argument("name", help=f"one of {', '.join(MODELS)}")
+    p.add_argument("name", help=f"one of {', '.join(MODELS)}, or a spec.json (`effnet nas`)")
     p.add_argument("--resolution", type=int, default=None,
                    help=f"input size in px (default: the model's own; at least {MIN_RESOLUTION})")
     p.add_argument("--num-classes", type=int, default=1000,
@@ -136,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=1.2, help="depth base (default 1.2)")
     p.add_argument("--beta", type=float, default=1.1, help="width base (default 1.1)")
     p.add_argument("--gamma", type=float, default=1.15, help="resolution base (default 1.15)")
-    p.add_argument("--base", default="b0", help="baseline to scale: b0 or lite0")
+    p.add_argument("--base", default="b0",
+                   help="baseline to scale: b0, lite0, or a spec.json from `effnet nas`")
     p.add_argument("--from-search", default=None, metavar="STORAGE",
                    help="take alpha, beta, gamma from `effnet search` (search.db, a URL, "
                    "or STORAGE#STUDY)")

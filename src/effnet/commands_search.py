@@ -6,7 +6,7 @@ import argparse
 import math
 
 from .errors import EffnetError
-from .spec import BASELINES
+from .spec import BASELINES, is_spec_path, load_spec
 
 
 def _mac_tolerance(text: str) -> float | None:
@@ -70,8 +70,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not 1 <= args.heartbeat_interval < args.grace_period:
         raise EffnetError("give 1 <= --heartbeat-interval < --grace-period (seconds)")
     base = {"lite0": "lite", "efficientnet-b0": "b0"}.get(args.base, args.base)
+    if base not in BASELINES and not is_spec_path(base):
+        raise EffnetError(f"unknown --base {args.base!r}: use one of {', '.join(BASELINES)} or "
+                          "a spec.json path (from `effnet nas`)")
     if base not in BASELINES:
-        raise EffnetError(f"unknown --base {args.base!r}: use one of {', '.join(BASELINES)}")
+        load_spec(base)  # a missing or damaged file: one line now, not in every worker
     recipe = _recipe(args)
     cfg = SearchConfig(base=base, dataset=args.dataset, image_size=args.image_size,
                        base_width=args.base_width, base_depth=args.base_depth,
@@ -129,7 +132,9 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                        "~ 2, train the base scaled by each at phi=1 with the proxy trainer (the "
                        "study's), and rank them by validation top-1. Resumable; any number of "
                        "workers share --storage.")
-    p.add_argument("--base", default="b0", help=f"baseline: {', '.join(BASELINES)} (default b0)")
+    p.add_argument("--base", default="b0",
+                   help=f"baseline: {', '.join(BASELINES)} or a spec.json from `effnet nas` "
+                   "(default b0)")
     p.add_argument("--base-width", type=float, default=1.0,
                    help="width of the base relative to the baseline (a cheaper proxy: 0.5)")
     p.add_argument("--base-depth", type=float, default=1.0, help="depth of the base, likewise")

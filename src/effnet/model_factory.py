@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,7 @@ def create_model(name: str | None = None, pretrained: Any = None, num_classes: i
                  features_only: bool = False, out_indices: Sequence[int] | None = None,
                  padding: str | None = None, bn_eps: float | None = None,
                  phi: float | None = None, scaling: CompoundScaling | None = None,
+                 spec: NetworkSpec | dict | str | os.PathLike | None = None,
                  **kwargs: Any) -> Model:
     """Build a named EfficientNet, or a compound-scaled one with `phi` (paper Eq. 3).
 
@@ -55,7 +57,19 @@ def create_model(name: str | None = None, pretrained: Any = None, num_classes: i
     for lite0), which also sets the padding and BN eps the weights need. A
     folder written by `model.save_pretrained` restores that model: `name`
     may then be left out.
+
+    `spec` builds any baseline instead of a named model: a
+    :class:`~effnet.spec.NetworkSpec`, its dict, or the path of a spec.json
+    (e.g. the baseline `effnet nas` found), at 224 px; with `phi` it is
+    compound-scaled like B0 (paper Eq. 3).
     """
+    if spec is not None:
+        if name is not None:
+            raise EffnetError("give create_model a model name or spec=, not both")
+        return _from_spec(spec, pretrained=pretrained, num_classes=num_classes,
+                          in_chans=in_chans, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+                          features_only=features_only, out_indices=out_indices,
+                          padding=padding, bn_eps=bn_eps, phi=phi, scaling=scaling, **kwargs)
     if pretrained is True:
         pretrained = _default_pretrained(name)
     if pretrained is not None and pretrained is not False and is_pretrained_dir(pretrained):
@@ -100,6 +114,52 @@ def create_model(name: str | None = None, pretrained: Any = None, num_classes: i
         pretrained_cfg=cfg, model_name=entry.name if phi is None else spec.name)
     if pretrained is not None and pretrained is not False:
         load_weights(model, pretrained)
+    return model
+
+
+def _from_spec(spec: NetworkSpec | dict | str | os.PathLike, pretrained: Any = None,
+               num_classes: int | None = None, in_chans: int = 3,
+               drop_rate: float | None = None, drop_path_rate: float | None = None,
+               padding: str | None = None, bn_eps: float | None = None,
+               phi: float | None = None, scaling: CompoundScaling | None = None,
+               **kwargs: Any) -> Model:
+    """create_model(spec=...): a baseline given as data, B0's preprocessing, optional phi."""
+    from .spec import load_spec, spec_from_dict
+
+    if isinstance(spec, dict):
+        spec = spec_from_dict(spec)
+    elif not isinstance(spec, NetworkSpec):
+        spec = load_spec(spec)
+    padding = padding or "symmetric"
+    if padding not in PADDING_MODES:
+        raise EffnetError(f"unknown padding {padding!r}: use one of {', '.join(PADDING_MODES)}")
+    entry = MODELS["b0"]
+    cfg = entry.pretrained_cfg()
+    name = spec.name
+    if phi is not None:
+        scaling = scaling or CompoundScaling()
+        resolution = scaling.coefficients(phi, entry.resolution).resolution
+        spec = scaling.scale(spec, phi)
+        name = spec.name
+        cfg["input_size"] = (3, resolution, resolution)
+        cfg["crop_pct"] = eval_crop_pct(resolution)
+    features_only = bool(kwargs.pop("features_only", False))
+    out_indices = kwargs.pop("out_indices", None)
+    if kwargs:
+        raise TypeError(f"create_model got unexpected arguments: {', '.join(kwargs)}")
+    num_classes = 1000 if num_classes is None else num_classes
+    check_model_size(spec, cfg["input_size"][-1], in_chans, num_classes, activations=_real())
+    cfg["num_classes"] = num_classes
+    cfg["input_size"] = (in_chans,) + tuple(cfg["input_size"][1:])
+    model = build_model(
+        spec, features_only=features_only, out_indices=out_indices, num_classes=num_classes,
+        in_chans=in_chans, drop_rate=entry.dropout if drop_rate is None else drop_rate,
+        drop_path_rate=0.2 if drop_path_rate is None else drop_path_rate, padding=padding,
+        bn_eps=TF_BN_EPS if bn_eps is None else bn_eps, pretrained_cfg=cfg, model_name=name)
+    if pretrained is not None and pretrained is not False and pretrained is not True:
+        load_weights(model, pretrained)
+    elif pretrained is True:
+        raise EffnetError("no weights ship for a custom spec: pass pretrained=<checkpoint file>")
     return model
 
 

@@ -159,3 +159,76 @@ BASELINES: dict[str, NetworkSpec] = {
     "mobilenetv2": MOBILENET_V2,
     "resnet50": RESNET_50,
 }
+
+
+# ---------------------------------------------------------------- specs as JSON files
+SPEC_FORMAT = "effnet-spec"
+
+
+def spec_to_dict(spec: NetworkSpec) -> dict:
+    """`spec` as plain JSON-able data (the inverse of :func:`spec_from_dict`)."""
+    from dataclasses import asdict
+
+    d = asdict(spec)
+    d["stages"] = [dict(s) for s in d["stages"]]
+    if d.get("coefficients") is not None:
+        d["coefficients"] = list(d["coefficients"])
+    return d
+
+
+def spec_from_dict(data: dict) -> NetworkSpec:
+    """A validated :class:`NetworkSpec` from :func:`spec_to_dict`'s data (or a spec.json's)."""
+    if not isinstance(data, dict):
+        raise EffnetError(f"a network spec must be a JSON object, got {type(data).__name__}")
+    if data.get("format") == SPEC_FORMAT:
+        data = data.get("spec")
+        if not isinstance(data, dict):
+            raise EffnetError("the spec file has no \"spec\" object: write it with "
+                              "effnet.spec.save_spec")
+    try:
+        fields = dict(data)
+        fields["stages"] = tuple(StageSpec(**dict(s)) for s in fields["stages"])
+        if fields.get("coefficients") is not None:
+            fields["coefficients"] = tuple(fields["coefficients"])
+        fields.pop("meta", None)
+        spec = NetworkSpec(**fields)
+    except (KeyError, TypeError, ValueError) as err:
+        raise EffnetError(f"not a valid network spec ({str(err).splitlines()[0][:160]}): give "
+                          "a spec.json written by `effnet nas` or effnet.spec.save_spec") from None
+    if not spec.stages:
+        raise EffnetError("a network spec needs at least one stage")
+    return spec
+
+
+def save_spec(spec: NetworkSpec, path, **extra) -> None:
+    """Write `spec` to a JSON file atomically (``{"format": "effnet-spec", "spec": ...}``).
+
+    `extra` adds JSON-able fields beside the spec (e.g. the search that found it).
+    """
+    from .io_utils import atomic_write_json
+
+    atomic_write_json(path, {"format": SPEC_FORMAT, **extra, "spec": spec_to_dict(spec)})
+
+
+def is_spec_path(text) -> bool:
+    """Whether `text` names a spec file (ends in .json or is an existing file), not a model name."""
+    import os
+
+    return isinstance(text, str | os.PathLike) and (str(text).endswith(".json")
+                                                   or os.path.isfile(text))
+
+
+def load_spec(path) -> NetworkSpec:
+    """The :class:`NetworkSpec` in a spec.json file (written by :func:`save_spec`, `effnet nas`)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise EffnetError(f"no spec file at {p}: give the spec.json that `effnet nas` wrote")
+    try:
+        data = json.loads(p.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise EffnetError(f"{p} is not JSON ({str(err).splitlines()[0][:120]}): give a "
+                          "spec.json written by `effnet nas`") from None
+    return spec_from_dict(data)

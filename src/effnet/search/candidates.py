@@ -18,13 +18,24 @@ import torch
 from ..nn.model import EfficientNet
 from ..profile import count_macs, count_params
 from ..scaling import scale, scaled_resolution  # noqa: F401 (re-exported)
-from ..spec import BASELINES, NetworkSpec
+from ..spec import BASELINES, NetworkSpec, is_spec_path, load_spec
+
+
+def baseline(base: str) -> NetworkSpec:
+    """``BASELINES[base]``, or the spec in the spec.json file `base` names (e.g. `effnet nas`'s)."""
+    if base in BASELINES:
+        return BASELINES[base]
+    if is_spec_path(base):
+        return load_spec(base)
+    raise ValueError(f"unknown baseline {base!r}: use one of {', '.join(BASELINES)}, or the path "
+                     "of a spec.json (from `effnet nas`)")
 
 
 @dataclass(frozen=True)
 class Scaled:
     """One scaled network: multipliers relative to the baseline and the input resolution.
 
+    `base` is a name in :data:`effnet.spec.BASELINES` or a spec.json path.
     `width_mult` and `depth_mult` are relative to the baseline of the paper
     (B0, MobileNetV2, ResNet-50), so a proxy base of width 0.25 scaled by
     beta = 1.1 has width_mult 0.275.
@@ -43,9 +54,7 @@ class Scaled:
         keeps a 16-px image at 16 px after the stem, as CIFAR variants of
         ImageNet networks do.
         """
-        if self.base not in BASELINES:
-            raise ValueError(f"unknown baseline {self.base!r}: use one of {', '.join(BASELINES)}")
-        spec = scale(BASELINES[self.base], self.width_mult, self.depth_mult)
+        spec = scale(baseline(self.base), self.width_mult, self.depth_mult)
         return spec if self.stem_stride is None else spec.with_(stem_stride=self.stem_stride)
 
     def build(self, num_classes: int = 10, in_chans: int = 1, drop_rate: float = 0.1,

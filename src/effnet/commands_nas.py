@@ -1,0 +1,250 @@
+"""`effnet nas` and `effnet autoscale`: step 0 of the paper (the baseline search), and all steps."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from .errors import EffnetError
+
+
+def parse_macs(text: str) -> float:
+    """'750000', '0.75M', '1.2G' or '300K' -> MACs as a number (> 0)."""
+    t = str(text).strip()
+    mult = {"k": 1e3, "m": 1e6, "g": 1e9}.get(t[-1:].lower(), 1.0)
+    try:
+        value = float(t[:-1] if mult != 1.0 else t) * mult
+    except ValueError:
+        raise EffnetError(f"bad --target-macs {text!r}: give a number of MACs, e.g. 750000 or "
+                          "0.75M") from None
+    if not (math.isfinite(value) and value > 0):
+        raise EffnetError(f"--target-macs must be > 0, got {text!r}: give the MACs you aim at "
+                          "(default: the proxy B0's)")
+    return value
+
+
+def parse_phis(text: str) -> list[float]:
+    """'2' -> [2.0]; '1,2,3' -> [1, 2, 3]; '1..3' -> [1, 2, 3] (integers, ascending)."""
+    try:
+        if ".." in text:
+            lo, hi = (int(v) for v in text.split(".."))
+            phis = [float(v) for v in range(lo, hi + 1)]
+        else:
+            phis = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise EffnetError(f"bad --phi {text!r}: give a range (1..3) or a list (1,2,3)") from None
+    if not phis:
+        raise EffnetError(f"empty --phi range {text!r}: give LOW..HIGH with LOW <= HIGH, "
+                          f"e.g. {hi}..{lo}")
+    if not all(math.isfinite(p) for p in phis):
+        raise EffnetError(f"bad --phi {text!r}: give finite numbers")
+    return phis
+
+
+def _check_dataset(name: str) -> None:
+    from .data.registry import DATASETS
+
+    if name not in DATASETS:
+        raise EffnetError(f"unknown --dataset {name!r}: use one of {', '.join(DATASETS)}")
+
+
+def _space(base: str):
+    from .nas.space import SearchSpace
+    from .search.candidates import baseline
+
+    try:
+        return SearchSpace(base=baseline(base))
+    except ValueError as err:
+        raise EffnetError(str(err).replace("unknown baseline", "unknown --base")) from None
+
+
+def _recipe(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from .nas.proxy import NAS_RECIPE
+
+    changes = {}
+    if args.epochs is not None:
+        changes["epochs"] = args.epochs
+    if args.train_size is not None:
+        changes["train_size"] = None if args.train_size == 0 else args.train_size
+    return replace(NAS_RECIPE, **changes)
+
+
+def _quiet() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def nas_config(args: argparse.Namespace):
+    """The :class:`~effnet.nas.search.NasConfig` of `effnet nas`'s flags (validated)."""
+    from .nas.proxy import Proxy
+    from .nas.search import NasConfig
+
+    _check_dataset(args.dataset)
+    target = None if args.target_macs is None else parse_macs(args.target_macs)
+    if args.trials < 1:
+        raise EffnetError(f"--trials must be >= 1, got {args.trials}")
+    if args.workers < 1:
+        raise EffnetError(f"--workers must be >= 1, got {args.workers}")
+    if not 1 <= args.heartbeat_interval < args.grace_period:
+        raise EffnetError("give 1 <= --heartbeat-interval < --grace-period (seconds)")
+    return NasConfig(space=_space(args.base), proxy=Proxy(dataset=args.dataset,
+                                                          recipe=_recipe(args)),
+                     target_macs=target, w=args.w, multi_objective=args.multi_objective,
+                     seed=args.seed)
+
+
+def cmd_nas(args: argparse.Namespace) -> int:
+    """Search a baseline (paper Sec. 4) and write spec.json, trials.csv, the plot, report.md."""
+    from .nas.report import write_report
+    from .nas.search import load_result, run_workers
+    from .search.trainer import load_trainer
+
+    _quiet()
+    cfg = nas_config(args)
+    load_trainer(args.trainer)  # a bad --trainer: one line now, not in every worker
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = args.storage or f"sqlite:///{(out / 'nas.db').resolve()}"
+    t0 = time.perf_counter()
+    print(f"baseline search around {cfg.space.base.name}: {cfg.space.size:.2e} choices, "
+          f"{args.trials} trials, {'NSGA-II' if cfg.multi_objective else 'TPE'}, "
+          f"{args.workers} worker(s); storage {storage}", flush=True)
+    run_workers(cfg, args.trials, storage, args.study_name, args.workers, args.data,
+                args.trainer, args.heartbeat_interval, args.grace_period,
+                progress=not args.no_progress, prune=not args.no_prune)
+    result = load_result(cfg, storage, args.study_name, root=args.data)
+    command = "effnet " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
+        if sys.argv[1:2] == ["nas"] else ""
+    paths = write_report(result, cfg, out, command)
+    best = result.best
+    print(f"target: {result.target_macs / 1e6:.3f} M MACs (the proxy B0 measures "
+          f"{result.base_cost.macs / 1e6:.3f} M); w = {cfg.w:g}; "
+          f"{sum(r['status'] == 'complete' for r in result.rows)} trial(s) finished, "
+          f"{sum(r['status'] == 'pruned' for r in result.rows)} pruned; this run trained "
+          f"for {(time.perf_counter() - t0) / 60:.1f} min")
+    if best is not None:
+        print(f"best: trial {best['trial']}, val top-1 {100 * best['accuracy']:.2f}%, "
+              f"{best['macs'] / 1e6:.3f} M MACs, reward {best['reward']:.4f} -> {paths['spec']}")
+    print(f"report: {paths['report']}")
+    return 0
+
+
+def cmd_autoscale(args: argparse.Namespace) -> int:
+    """Search a baseline, grid-search its coefficients, train the scaled family; one report."""
+    from .nas.autoscale import PRESETS, run_autoscale
+
+    _quiet()
+    _check_dataset(args.dataset)
+    target = None if args.target_macs is None else parse_macs(args.target_macs)
+    phis = parse_phis(args.phi)
+    if any(p < 1 for p in phis):
+        raise EffnetError(f"--phi must be >= 1 (phi 0 is the baseline, always trained), got "
+                          f"{args.phi!r}: e.g. --phi 1..3")
+    if args.workers < 1:
+        raise EffnetError(f"--workers must be >= 1, got {args.workers}")
+    from .search.trainer import load_trainer
+
+    load_trainer(args.trainer)
+    t0 = time.perf_counter()
+    report = run_autoscale(PRESETS[args.preset], args.output, phis, dataset=args.dataset,
+                           target_macs=target, w=args.w, workers=args.workers,
+                           storage=args.storage, root=args.data,
+                           progress=not args.no_progress, trainer_ref=args.trainer)
+    print(f"done in {(time.perf_counter() - t0) / 60:.1f} min; the report is {report}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    from .nas.reward import DEFAULT_W
+    from .search.storage import GRACE_S, HEARTBEAT_S
+
+    p.add_argument("--dataset", default="fashion-mnist",
+                   help="fashion-mnist (offline), cifar10, cifar100 (default fashion-mnist)")
+    p.add_argument("--data", default=None, help="dataset folder (default: the system copy)")
+    p.add_argument("--target-macs", default=None, metavar="M",
+                   help="T of the reward, in MACs of the proxy model, e.g. 0.75M (default: the "
+                   "proxy B0's, measured)")
+    p.add_argument("--w", type=float, default=DEFAULT_W,
+                   help=f"reward exponent w of ACC x (MACs/T)^w (default {DEFAULT_W:g}, the "
+                   "paper's; 0: accuracy only)")
+    p.add_argument("--base", default="b0",
+                   help="baseline the space is built around: b0, lite, mobilenetv2 or a "
+                   "spec.json (default b0)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="proxy epochs per trial (default 2)")
+    p.add_argument("--train-size", type=int, default=None,
+                   help="training images per trial (default 8000; 0: all)")
+    p.add_argument("--seed", type=int, default=0, help="sampler and training seed (default 0)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="parallel processes sharing the study, one thread each (default 1)")
+    p.add_argument("--trainer", default=None,
+                   help="custom training function 'package.module:function' (advanced)")
+    p.add_argument("--heartbeat-interval", type=int, default=HEARTBEAT_S,
+                   help=f"seconds between a worker's heartbeats (default {HEARTBEAT_S})")
+    p.add_argument("--grace-period", type=int, default=GRACE_S,
+                   help=f"seconds without a heartbeat before a trial's worker counts as dead "
+                   f"and its trial is retried (default {GRACE_S})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `effnet nas` and `effnet autoscale` to the `effnet` parser."""
+    p = sub.add_parser("nas", help="search a baseline network (paper Sec. 4, MnasNet space)",
+                       description="Search the factorized hierarchical space around B0 (kernel, "
+                       "expansion, SE, width and repeats per stage) for the architecture with "
+                       "the best reward ACC x (MACs/T)^w on the proxy. Resumable; any number of "
+                       "workers share --storage.")
+    _common(p)
+    p.add_argument("--trials", type=int, default=20, help="architectures to train (default 20; "
+                   "rerun with more to extend the search)")
+    p.add_argument("--multi-objective", action="store_true",
+                   help="NSGA-II on (accuracy, MACs), keeping the whole front (default: TPE on "
+                   "the reward)")
+    p.add_argument("--no-prune", action="store_true",
+                   help="train every trial to the end (default: Optuna's median pruner stops "
+                   "hopeless ones)")
+    p.add_argument("--output", default="nas", help="folder for spec.json, trials.csv, the plot "
+                   "and report.md (default ./nas)")
+    p.add_argument("--storage", default=None,
+                   help="sqlite:///FILE or postgresql://USER@HOST:PORT/DB (default OUTPUT/nas.db)")
+    p.add_argument("--study-name", default="effnet-nas")
+    p.set_defaults(func=cmd_nas)
+
+    from .nas.autoscale import PRESETS
+
+    p = sub.add_parser("autoscale", help="the whole method: search a baseline, grid-search "
+                       "alpha, beta, gamma on it, scale it (one report)",
+                       description="Step 0 (baseline search, Sec. 4), step 1 (the (alpha, beta, "
+                       "gamma) grid search at phi=1, Sec. 3.3) and step 2 (the scaled family), "
+                       "at proxy scale, beside B0 scaled with the paper's coefficients. "
+                       "Resumable.")
+    p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
+                   help="quick: 10 trials, a coarse grid, one seed (21 min measured on the "
+                   "2-core box while it was shared; results/autoscale-quick); standard: 40 "
+                   "trials, the 0.05 grid, 3 seeds")
+    p.add_argument("--dataset", default="fashion-mnist",
+                   help="fashion-mnist (offline), cifar10, cifar100 (default fashion-mnist)")
+    p.add_argument("--data", default=None, help="dataset folder (default: the system copy)")
+    p.add_argument("--target-macs", default=None, metavar="M",
+                   help="T of the search's reward, in MACs of the proxy (default: the proxy "
+                   "B0's)")
+    p.add_argument("--w", type=float, default=-0.07, help="reward exponent (default -0.07)")
+    p.add_argument("--phi", default="1..3", help="the family to train: a range 1..3 or a list "
+                   "(default 1..3)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="parallel processes, one thread each (default 2)")
+    p.add_argument("--output", default="autoscale", help="folder for the report (default "
+                   "./autoscale)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage of all three steps (default OUTPUT/autoscale.db)")
+    p.add_argument("--trainer", default=None,
+                   help="custom training function 'package.module:function' (advanced)")
+    p.add_argument("--no-progress", action="store_true", help="no progress messages")
+    p.set_defaults(func=cmd_autoscale)
