@@ -161,9 +161,9 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _data_and_reward(p: argparse.ArgumentParser) -> None:
+    """The options `effnet nas` and `effnet autoscale` share: the data and the reward's T and w."""
     from .nas.reward import DEFAULT_W
-    from .search.storage import GRACE_S, HEARTBEAT_S
 
     p.add_argument("--dataset", default="fashion-mnist",
                    help="fashion-mnist (offline), cifar10, cifar100 (default fashion-mnist)")
@@ -174,6 +174,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--w", type=float, default=DEFAULT_W,
                    help=f"reward exponent w of ACC x (MACs/T)^w (default {DEFAULT_W:g}, the "
                    "paper's; 0: accuracy only)")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    from .search.storage import GRACE_S, HEARTBEAT_S
+
+    _data_and_reward(p)
     p.add_argument("--base", default="b0",
                    help="baseline the space is built around: b0, lite, mobilenetv2 or a "
                    "spec.json (default b0)")
@@ -226,16 +232,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "at proxy scale, beside B0 scaled with the paper's coefficients. "
                        "Resumable.")
     p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                   help="quick: 10 trials, a coarse grid, one seed (21 min measured on the "
-                   "2-core box while it was shared; results/autoscale-quick); standard: 40 "
-                   "trials, the 0.05 grid, 3 seeds")
-    p.add_argument("--dataset", default="fashion-mnist",
-                   help="fashion-mnist (offline), cifar10, cifar100 (default fashion-mnist)")
-    p.add_argument("--data", default=None, help="dataset folder (default: the system copy)")
-    p.add_argument("--target-macs", default=None, metavar="M",
-                   help="T of the search's reward, in MACs of the proxy (default: the proxy "
-                   "B0's)")
-    p.add_argument("--w", type=float, default=-0.07, help="reward exponent (default -0.07)")
+                   help="quick: 10 trials, a coarse grid, one seed (measured time in "
+                   "results/autoscale-quick); standard: 40 trials, the 0.05 grid, 3 seeds")
+    _data_and_reward(p)
     p.add_argument("--phi", default="1..3", help="the family to train: a range 1..3 or a list "
                    "(default 1..3)")
     p.add_argument("--workers", type=int, default=2,
