@@ -103,11 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         models[f"random{i}"] = (spec, macs)
 
     runs_path = out / "runs.jsonl"
+    ids = {k: _run_id(spec_to_dict(spec), recipe.as_dict()) for k, (spec, _) in models.items()}
     done = {}
-    if runs_path.exists():
+    if runs_path.exists():  # a rerun keeps the runs of the same spec and recipe only
         for line in runs_path.read_text().splitlines():
             r = json.loads(line)
-            done[(r["key"], r["seed"])] = r
+            if r.get("run_id") == ids.get(r["key"]):
+                done[(r["key"], r["seed"])] = r
     jobs = [(k, s) for k in models for s in range(args.seeds) if (k, s) not in done]
     print(f"{len(models)} models x {args.seeds} seeds; {len(jobs)} trainings to run",
           flush=True)
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 for k, s in jobs]
         for fut in as_completed(futs):
             r = fut.result()
+            r["run_id"] = ids[r["key"]]
             done[(r["key"], r["seed"])] = r
             with open(runs_path, "a") as f:
                 f.write(json.dumps(r) + "\n")
@@ -129,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     write_summary(out, models, done, args, recipe, wall, describe, atomic_write_json,
                   atomic_write_text)
     return 0
+
+
+def _run_id(spec: dict, recipe: dict) -> str:
+    """What a stored run was trained on: a digest of its spec and recipe."""
+    import hashlib
+
+    text = json.dumps([spec, recipe], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def write_summary(out, models, done, args, recipe, wall, describe, write_json, write_text):

@@ -1,9 +1,10 @@
 #!/bin/bash
 # Must-show (a) of issue 11: a short NAS on the quick proxy, then found vs B0 vs random (3 seeds).
+# Run from the repository root with the project's .venv; the storage starts empty.
 set -euo pipefail
-cd /work/i11
-export PYTHONPATH=src OMP_NUM_THREADS=1
-PY=/work/main/.venv/bin/python
+export OMP_NUM_THREADS=1
+PY=.venv/bin/python
+rm -f runs/nas-quick.db && mkdir -p runs
 date -u +"start %F %T UTC"
 /usr/bin/time -v $PY -m effnet nas --trials 16 --workers 2 --output results/nas-quick/search \
     --storage sqlite:///$PWD/runs/nas-quick.db --no-progress
