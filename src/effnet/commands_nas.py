@@ -83,6 +83,7 @@ def _quiet() -> None:
 
 def nas_config(args: argparse.Namespace):
     """The :class:`~effnet.nas.search.NasConfig` of `effnet nas`'s flags (validated)."""
+    from .commands_search import check_heartbeat_options
     from .nas.proxy import Proxy
     from .nas.search import NasConfig
 
@@ -92,8 +93,7 @@ def nas_config(args: argparse.Namespace):
         raise EffnetError(f"--trials must be >= 1, got {args.trials}")
     if args.workers < 1:
         raise EffnetError(f"--workers must be >= 1, got {args.workers}")
-    if not 1 <= args.heartbeat_interval < args.grace_period:
-        raise EffnetError("give 1 <= --heartbeat-interval < --grace-period (seconds)")
+    check_heartbeat_options(args)
     return NasConfig(space=_space(args.base), proxy=Proxy(dataset=args.dataset,
                                                           recipe=_recipe(args)),
                      target_macs=target, w=args.w, multi_objective=args.multi_objective,
@@ -177,7 +177,7 @@ def _data_and_reward(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from .search.storage import GRACE_S, HEARTBEAT_S
+    from .commands_search import add_heartbeat_options
 
     _data_and_reward(p)
     p.add_argument("--base", default="b0",
@@ -192,11 +192,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="parallel processes sharing the study, one thread each (default 1)")
     p.add_argument("--trainer", default=None,
                    help="custom training function 'package.module:function' (advanced)")
-    p.add_argument("--heartbeat-interval", type=int, default=HEARTBEAT_S,
-                   help=f"seconds between a worker's heartbeats (default {HEARTBEAT_S})")
-    p.add_argument("--grace-period", type=int, default=GRACE_S,
-                   help=f"seconds without a heartbeat before a trial's worker counts as dead "
-                   f"and its trial is retried (default {GRACE_S})")
+    add_heartbeat_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

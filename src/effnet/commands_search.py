@@ -67,8 +67,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not 1 <= args.heartbeat_interval < args.grace_period:
-        raise EffnetError("give 1 <= --heartbeat-interval < --grace-period (seconds)")
+    check_heartbeat_options(args)
     base = {"lite0": "lite", "efficientnet-b0": "b0"}.get(args.base, args.base)
     if base not in BASELINES and not is_spec_path(base):
         raise EffnetError(f"unknown --base {args.base!r}: use one of {', '.join(BASELINES)} or "
@@ -118,13 +117,29 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_heartbeat_options(p: argparse.ArgumentParser) -> None:
+    """--heartbeat-interval and --grace-period of the shared Optuna storage (search, nas)."""
+    from .search.storage import GRACE_S, HEARTBEAT_S
+
+    p.add_argument("--heartbeat-interval", type=int, default=HEARTBEAT_S,
+                   help=f"seconds between a worker's heartbeats (default {HEARTBEAT_S})")
+    p.add_argument("--grace-period", type=int, default=GRACE_S,
+                   help="seconds without a heartbeat after which a worker counts as dead and "
+                   f"its job is run again (default {GRACE_S})")
+
+
+def check_heartbeat_options(args: argparse.Namespace) -> None:
+    """One line unless 1 <= --heartbeat-interval < --grace-period."""
+    if not 1 <= args.heartbeat_interval < args.grace_period:
+        raise EffnetError("give 1 <= --heartbeat-interval < --grace-period (seconds)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the `effnet` parser."""
     _add_search(sub)
 
 
 def _add_search(sub: argparse._SubParsersAction) -> None:
-    from .search.queue import GRACE_S, HEARTBEAT_S
     from .search.trainer import Recipe
 
     p = sub.add_parser("search", help="grid search of alpha, beta, gamma (paper Sec. 3.3)",
@@ -187,11 +202,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trainer", default=None,
                    help="custom training function 'package.module:function' with the signature "
                    "of effnet.search.trainer.train_proxy (advanced)")
-    p.add_argument("--heartbeat-interval", type=int, default=HEARTBEAT_S,
-                   help=f"seconds between a worker's heartbeats (default {HEARTBEAT_S})")
-    p.add_argument("--grace-period", type=int, default=GRACE_S,
-                   help="seconds without a heartbeat after which a candidate's worker counts as "
-                   f"dead and the candidate is trained again (default {GRACE_S})")
+    add_heartbeat_options(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_search)

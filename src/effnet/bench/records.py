@@ -18,7 +18,7 @@ No torch here.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 NAN = float("nan")
@@ -37,6 +37,17 @@ def _ratio(value: float | None, base: float | None) -> float | None:
     return None if value is None or not base else value / base
 
 
+def _json(v: Any) -> Any:
+    """`v` with records as their dicts and tuples as lists, recursively."""
+    if isinstance(v, Record):
+        return v.as_dict()
+    if isinstance(v, tuple | list):
+        return [_json(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _json(x) for k, x in v.items()}
+    return v
+
+
 class Record:
     """A benchmark record: `format()` gives its text, `as_dict()` its JSON, `str()` is format()."""
 
@@ -45,8 +56,12 @@ class Record:
         raise NotImplementedError
 
     def as_dict(self) -> dict[str, Any]:
-        """The record as JSON-ready dicts and lists."""
-        raise NotImplementedError
+        """The record as JSON-ready dicts and lists: its `task` (where it has one), then its
+        fields in declaration order. Records with derived or renamed keys override this."""
+        d: dict[str, Any] = {"task": self.task} if hasattr(self, "task") else {}
+        for f in fields(self):  # type: ignore[arg-type]  (every Record is a dataclass)
+            d[f.name] = _json(getattr(self, f.name))
+        return d
 
     def __str__(self) -> str:
         return self.format()
@@ -159,10 +174,6 @@ class DepthwiseLayer(Record):
         return (f"  layer {self.layer:>2} {'x'.join(map(str, self.input))} k{self.kernel} "
                 f"s{self.stride}: {self.macs} MACs, {self.bytes} bytes")
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"layer": self.layer, "input": list(self.input), "kernel": self.kernel,
-                "stride": self.stride, "macs": self.macs, "bytes": self.bytes}
-
 
 @dataclass(frozen=True)
 class DepthwiseBound(Record):
@@ -242,7 +253,3 @@ class PeakFraction(Record):
     def format(self) -> str:
         return (f"  {self.impl:<16} batch {self.batch:>3}: {self.gflops:6.1f} GFLOP/s"
                 f" = {100 * self.fraction:.1f}% of the matmul peak")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"impl": self.impl, "batch": self.batch, "gflops": self.gflops,
-                "fraction": self.fraction}

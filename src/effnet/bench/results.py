@@ -45,12 +45,6 @@ class InferenceResult(Record):
                  f"{'max|diff|':>11}"]
         return "\n".join(lines + [r.format() for r in self.rows])
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "model": self.model, "resolution": self.resolution,
-                "device": self.device, "amp": self.amp, "threads": self.threads,
-                "macs_per_image": self.macs_per_image, "baseline": self.baseline,
-                "rows": [r.as_dict() for r in self.rows]}
-
 
 @dataclass(frozen=True)
 class TrainingResult(Record):
@@ -76,12 +70,6 @@ class TrainingResult(Record):
                  f"{'impl':<20}{'img/s':>8}{'x ' + b:>9}{'saved MiB':>11}{'x ' + b:>9}"
                  f"{'peak MiB':>10}{'x ' + b:>9}"]
         return "\n".join(lines + [r.format() for r in self.rows])
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "model": self.model, "resolution": self.resolution,
-                "device": self.device, "amp": self.amp, "channels_last": self.channels_last,
-                "threads": self.threads, "baseline": self.baseline, "optimizer": self.optimizer,
-                "rows": [r.as_dict() for r in self.rows]}
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ..io_utils import atomic_path, atomic_write_json, atomic_write_text
+from ..io_utils import atomic_write_json, atomic_write_text
 from ..spec import NetworkSpec
+from ..study.plots import pyplot, save_figure
 from .space import describe
 
 PAPER = (1.2, 1.1, 1.15)
@@ -31,11 +32,7 @@ def family_rows(family: dict[str, dict], phis: list[float], seeds: int) -> list[
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for fam, style in (("found", {"c": "tab:orange", "marker": "o",
                                   "label": "found baseline, found coefficients"}),
@@ -54,9 +51,7 @@ def _plot(rows: list[dict], path: Path) -> None:
     ax.set_title("Compound-scaled families at proxy scale")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _twins(rows: list[dict], best: dict) -> str:

@@ -6,8 +6,9 @@ import csv
 import io
 from pathlib import Path
 
-from ..io_utils import atomic_path, atomic_write_text
+from ..io_utils import atomic_write_text
 from ..spec import save_spec, spec_from_dict
+from ..study.plots import pyplot, save_figure
 from .search import NasConfig, NasResult, describe_row
 
 CSV_FIELDS = ("trial", "status", "baseline", "macs", "params", "accuracy", "reward", "seconds",
@@ -42,11 +43,7 @@ def trials_csv(rows: list[dict]) -> str:
 
 def plot(rows: list[dict], path: Path, target: float) -> None:
     """Accuracy against MACs of every trial, the front as a line, the baseline (B0) marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for status, style in (("complete", {"c": "tab:blue", "label": "trial"}),
                           ("pruned", {"c": "lightgray", "label": "pruned (last evaluation)"})):
@@ -69,9 +66,7 @@ def plot(rows: list[dict], path: Path, target: float) -> None:
     ax.set_title("Baseline search: every trial")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _pct(v: float | None) -> str:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+from ..io_utils import atomic_path
 from .presets import STRATEGIES
 
 COLORS = {"baseline": "black", "depth": "tab:blue", "width": "tab:orange",
           "resolution": "tab:green", "compound": "tab:red"}
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,12 +27,14 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> None:
-    plt = _plt()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+def save_figure(fig, path: str | os.PathLike, **savefig: Any) -> None:
+    """Write `fig` to `path` as a 110-dpi PNG atomically (:func:`effnet.io_utils.atomic_path`),
+    then close it."""
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=110, **savefig)
+    finally:
+        pyplot().close(fig)
 
 
 def _tag(r: dict) -> str:
@@ -53,7 +58,7 @@ def _curve(ax, rows: list[dict], strategy: str, base: dict, label: str | None = 
 
 def plot_fig3(rows: list[dict], path: Path) -> None:
     """Fig. 3: accuracy against measured MACs when one dimension of the base grows."""
-    plt = _plt()
+    plt = pyplot()
     base = next(r for r in rows if r["strategy"] == "baseline")
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=True)
     for ax, strategy in zip(axes, ("width", "depth", "resolution"), strict=True):
@@ -64,12 +69,12 @@ def plot_fig3(rows: list[dict], path: Path) -> None:
     axes[0].set_ylabel("validation top-1 (%)")
     fig.suptitle("Fig. 3 at proxy scale: one dimension at a time (mean ± std over seeds; "
                  "* above the native resolution)", y=1.03)
-    _save(fig, path)
+    save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_fig8(rows: list[dict], path: Path) -> None:
     """Fig. 8: compound scaling beside the three single-dimension curves."""
-    plt = _plt()
+    plt = pyplot()
     base = next(r for r in rows if r["strategy"] == "baseline")
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for strategy in STRATEGIES:
@@ -80,12 +85,12 @@ def plot_fig8(rows: list[dict], path: Path) -> None:
     ax.set_title(f"Fig. 8 at proxy scale: {base['group']}, compound vs single dimension")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_table3(rows: list[dict], groups: list[str], target: float, path: Path) -> None:
     """Table 3: each base and its four scalings at one MAC budget, as bars."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False)
     for ax, group in zip(axes[0], groups, strict=True):
         sel = {r["strategy"]: r for r in rows if r["group"] == group
@@ -105,12 +110,12 @@ def plot_table3(rows: list[dict], groups: list[str], target: float, path: Path) 
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].set_ylabel("validation top-1 (%)")
     fig.suptitle("Table 3 at proxy scale (labels: strategy and measured MACs / base)", y=1.03)
-    _save(fig, path)
+    save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_curves(rows: list[dict], group: str, path: Path) -> None:
     """Learning curves: validation top-1 (mean over seeds) through the run, every model."""
-    plt = _plt()
+    plt = pyplot()
     budgets = sorted({r["budget"] for r in rows if r["group"] == group},
                      key=lambda b: [r["budget"] for r in rows].index(b))
     fig, axes = plt.subplots(1, len(budgets), figsize=(6 * len(budgets), 4), squeeze=False)
@@ -131,12 +136,12 @@ def plot_curves(rows: list[dict], group: str, path: Path) -> None:
         ax.set_title(f"{group}: learning curves, {budget} budget")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_cams(cams: dict, path: Path) -> None:
     """Fig. 7: the same images under each model's activation map of the true class."""
-    plt = _plt()
+    plt = pyplot()
     keys, n = cams["keys"], len(cams["labels"])
     fig, axes = plt.subplots(n, len(keys) + 1, figsize=(1.6 * (len(keys) + 1), 1.6 * n),
                              squeeze=False)
@@ -160,4 +165,4 @@ def plot_cams(cams: dict, path: Path) -> None:
         ax.axis("off")
     fig.suptitle("Fig. 7 at proxy scale: activation maps of the true class (Grad-CAM)",
                  fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path, bbox_inches="tight")

@@ -78,16 +78,18 @@ class _Progress:
                             mininterval=1.0, leave=True)
 
     def update(self, b: int, sums: torch.Tensor, seen: int, lr: float) -> None:
-        loss, acc = float(sums[0] / sums[2]), float(sums[1] / sums[2])
+        """After batch `b`; the running loss and accuracy are read only when shown."""
         if self.bar is not None:
             self.bar.update(1)
             if b % 10 == 0 or b == self.total - 1:
                 dt = max(1e-9, time.perf_counter() - self.t0)
-                self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}", lr=f"{lr:.2e}",
+                self.bar.set_postfix(loss=f"{float(sums[0] / sums[2]):.4f}",
+                                     acc=f"{float(sums[1] / sums[2]):.3f}", lr=f"{lr:.2e}",
                                      img_s=f"{seen / dt:.0f}", refresh=False)
         elif self.lines and time.perf_counter() - self.last >= PROGRESS_EVERY_S:
             self.last = time.perf_counter()
-            self.log(f"{self.desc}: step {b + 1}/{self.total} loss={loss:.4f} acc={acc:.3f} "
+            self.log(f"{self.desc}: step {b + 1}/{self.total} loss={float(sums[0] / sums[2]):.4f} "
+                     f"acc={float(sums[1] / sums[2]):.3f} "
                      f"img_s={seen / max(1e-9, self.last - self.t0):.0f}")
 
     def close(self) -> None:

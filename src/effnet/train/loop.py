@@ -266,7 +266,7 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
 
 
 def _prepare(model: nn.Module, cfg: TrainConfig, info: D.DistInfo, log: Callable[[str], None],
-             budget: _Budget, writer: RunWriter) -> TrainState:
+             budget: _Budget, writer: RunWriter, amp_dtype: torch.dtype | None) -> TrainState:
     """Take the run folder, resolve the recipe, build (or restore) the state, write config.json."""
     ck = writer.open(cfg.resume, cfg.force)
     recipe = _recipe(cfg, ck, budget, writer.checkpoint_path)
@@ -280,7 +280,7 @@ def _prepare(model: nn.Module, cfg: TrainConfig, info: D.DistInfo, log: Callable
     lr = (cfg.lr if cfg.lr is not None else saved_lr if saved_lr is not None
           else recipe.lr(cfg.batch_size))
     state = create_state(model, recipe, lr, budget.total_steps, budget.steps_per_epoch,
-                         _amp_dtype(cfg.amp, info.device) == torch.float16, info.device)
+                         amp_dtype == torch.float16, info.device)
     if ck is not None:
         state.restore(ck, saved_lr, writer.checkpoint_path, log)
         rngs = ck.get("rng", [])
@@ -297,9 +297,9 @@ def _train(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset
            test_data: Dataset | None, cfg: TrainConfig, info: D.DistInfo,
            log: Callable[[str], None], budget: _Budget, writer: RunWriter) -> TrainState:
     """The run itself: epochs of training, evaluation, best/last weights and checkpoints."""
-    state = _prepare(model, cfg, info, log, budget, writer)
+    amp_dtype = _amp_dtype(cfg.amp, info.device)
+    state = _prepare(model, cfg, info, log, budget, writer, amp_dtype)
     device, recipe = info.device, state.recipe
-    amp_dtype = _amp_dtype(cfg.amp, device)
     train_model: nn.Module = model
     if info.enabled:
         train_model = nn.parallel.DistributedDataParallel(
