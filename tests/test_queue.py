@@ -106,6 +106,28 @@ def test_a_job_queued_twice_still_runs_once(tmp_path):
     assert job_states(db, "s") == dict.fromkeys(JOBS, "done")
 
 
+def test_a_trial_another_worker_completed_first_is_not_an_error(tmp_path):
+    """SQLite has no row locks: two workers can pop the same waiting trial. Here the "other
+    worker" records j0's trial while this one runs it; Optuna then refuses this worker's
+    result, and the queue goes on with the other jobs instead of crashing."""
+    db = str(tmp_path / "q.db")
+    ran = []
+
+    def work(ctx: JobContext) -> dict:
+        ran.append(ctx.key)
+        if ctx.key == "j0":
+            store = open_storage(db)
+            other = optuna.load_study(study_name="s", storage=store)
+            (trial,) = [t for t in other.get_trials() if t.number == ctx.trial.number]
+            store.set_trial_user_attr(trial._trial_id, "result", square(ctx))
+            other.tell(ctx.trial.number, 0.0)
+        return square(ctx)
+
+    out = run_jobs(db, "s", JOBS, work, identity={"a": 1})
+    assert sorted(ran) == sorted(JOBS)
+    assert out == expected(JOBS)
+
+
 def test_other_settings_or_jobs_are_refused(tmp_path):
     db = str(tmp_path / "q.db")
     run_jobs(db, "s", JOBS, square, identity={"seeds": 2}, max_jobs=1)

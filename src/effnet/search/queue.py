@@ -294,8 +294,8 @@ def run_jobs(storage: str | RDBStorage, study_name: str, jobs: dict[str, dict],
     while max_jobs is None or done < max_jobs:
         states = _states(study.get_trials(deepcopy=False), jobs)
         if "waiting" in states.values():
-            with _optuna_silent():
-                study.optimize(objective, n_trials=1)  # fails stale trials, pops, heartbeats
+            if not _optimize_once(study, objective):
+                continue  # another worker ended this trial first: its record stands
             if outcome.key is not None and outcome.result is not None:
                 done += 1
                 if on_done is not None:
@@ -312,6 +312,25 @@ def run_jobs(storage: str | RDBStorage, study_name: str, jobs: dict[str, dict],
         else:
             break
     return _results(study.get_trials(deepcopy=False))
+
+
+def _optimize_once(study, objective) -> bool:
+    """Pop one waiting trial and run it (Study.optimize fails stale trials and heartbeats).
+
+    False when the trial was ended by someone else before we could record it. SQLite has
+    no row locks, so two workers can pop the same waiting trial and both run its job; the
+    first to finish records it, and Optuna refuses the second's result ("Cannot tell a
+    COMPLETE trial"). A worker whose trial was failed as stale (a heartbeat missed under
+    load) gets the same refusal for a FAIL trial; the retry copy runs the job again.
+    """
+    try:
+        with _optuna_silent():
+            study.optimize(objective, n_trials=1)
+    except ValueError as err:
+        if not str(err).startswith(("Cannot tell a COMPLETE trial", "Cannot tell a FAIL trial")):
+            raise
+        return False
+    return True
 
 
 def _fail_never_started(study, store: RDBStorage) -> int:
