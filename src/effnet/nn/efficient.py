@@ -29,9 +29,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .blocks import MBConv
+from .depthwise import depthwise_backward, depthwise_forward
 from .layers import (
     Conv2dSame,
     ConvBNAct,
+    DepthwiseConv2d,
+    DepthwiseConv2dSame,
     SqueezeExcite,
     activation_name,
     apply_activation,
@@ -107,7 +110,11 @@ def _bn_backward(grad: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
 
 
 class _ConvGeometry:
-    """How a conv module pads and strides its input, for `convolution_backward`."""
+    """How a conv module pads and strides its input, for `convolution_backward`.
+
+    Depthwise convs go through `effnet.nn.depthwise` (kernel cropping, the
+    direct weight gradient), as they do outside the memory-efficient path.
+    """
 
     def __init__(self, conv: nn.Conv2d, x: torch.Tensor) -> None:
         self.stride, self.dilation, self.groups = conv.stride, conv.dilation, conv.groups
@@ -125,15 +132,23 @@ class _ConvGeometry:
                 raise ValueError("memory-efficient convs need numeric padding")
             self.padding = conv.padding
         self.has_bias = conv.bias is not None
+        self.depthwise = isinstance(conv, DepthwiseConv2d | DepthwiseConv2dSame)
+        left, right, top, bottom = self.pad or (self.padding[1],) * 2 + (self.padding[0],) * 2
+        self.pads = (top, bottom, left, right)
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor | None) -> torch.Tensor:
+        if self.depthwise:
+            return depthwise_forward(x, weight, bias, self.stride, self.pads)
         if self.pad is not None:
             x = F.pad(x, self.pad)
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def backward(self, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                  mask: list[bool]) -> tuple[torch.Tensor | None, ...]:
+        if self.depthwise:
+            return depthwise_backward(grad, x, weight, self.stride, self.pads,
+                                      (mask[0], mask[1], mask[2] and self.has_bias))
         if self.pad is not None:
             x = F.pad(x, self.pad)
         gx, gw, gb = torch.ops.aten.convolution_backward(

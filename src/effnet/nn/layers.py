@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import EffnetError
+from .depthwise import depthwise_conv2d
 
 PADDING_MODES = ("symmetric", "same")
 
@@ -60,14 +61,56 @@ class Conv2dSame(nn.Conv2d):
     differs from PyTorch's symmetric padding on stride-2 convs at even sizes.
     """
 
+    def same_pads(self, x: torch.Tensor) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) TF 'SAME' padding for input `x`."""
+        top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0],
+                                   self.dilation[0])
+        left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1],
+                                   self.dilation[1])
+        return top, bottom, left, right
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kh, kw = self.kernel_size
-        sh, sw = self.stride
-        top, bottom = same_padding(x.shape[-2], kh, sh, self.dilation[0])
-        left, right = same_padding(x.shape[-1], kw, sw, self.dilation[1])
+        top, bottom, left, right = self.same_pads(x)
         if top or bottom or left or right:
             x = F.pad(x, (left, right, top, bottom))
-        return super().forward(x)
+        return self._conv_forward(x, self.weight, self.bias)
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise nn.Conv2d (groups = channels) run by :func:`depthwise_conv2d`.
+
+    Same parameters, state-dict keys and outputs as nn.Conv2d; taps that only
+    meet padding are skipped and, on CPU, the weight gradient is computed
+    directly where that is faster (`effnet.nn.depthwise`). TorchScript gets
+    nn.Conv2d's forward.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self._conv_forward(x, self.weight, self.bias)
+        return self._depthwise(x)
+
+    @torch.jit.unused
+    def _depthwise(self, x: torch.Tensor) -> torch.Tensor:
+        ph, pw = self.padding  # type: ignore[misc]
+        return depthwise_conv2d(x, self.weight, self.bias, self.stride,  # type: ignore[arg-type]
+                                (ph, ph, pw, pw))
+
+
+class DepthwiseConv2dSame(Conv2dSame):
+    """A depthwise Conv2dSame (TF 'SAME' padding) run by :func:`depthwise_conv2d`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            top, bottom, left, right = self.same_pads(x)
+            return self._conv_forward(F.pad(x, (left, right, top, bottom)), self.weight,
+                                      self.bias)
+        return self._depthwise(x)
+
+    @torch.jit.unused
+    def _depthwise(self, x: torch.Tensor) -> torch.Tensor:
+        return depthwise_conv2d(x, self.weight, self.bias, self.stride,  # type: ignore[arg-type]
+                                self.same_pads(x))
 
 
 def make_conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1,
@@ -75,14 +118,19 @@ def make_conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int
     """A 2D convolution with symmetric or TF 'same' padding.
 
     With 'same', only strided convs need per-input padding; stride-1 convs with
-    odd kernels pad symmetrically in both modes.
+    odd kernels pad symmetrically in both modes. Depthwise convs (groups = in =
+    out channels, kernel > 1) are :class:`DepthwiseConv2d` /
+    :class:`DepthwiseConv2dSame`.
     """
     if padding not in PADDING_MODES:
         raise EffnetError(f"unknown padding {padding!r}: use one of {PADDING_MODES}")
+    depthwise = groups == in_ch == out_ch and kernel > 1
     if padding == "same" and stride > 1:
-        return Conv2dSame(in_ch, out_ch, kernel, stride, padding=0, groups=groups, bias=bias)
-    return nn.Conv2d(in_ch, out_ch, kernel, stride, padding=(kernel - 1) // 2, groups=groups,
-                     bias=bias)
+        cls = DepthwiseConv2dSame if depthwise else Conv2dSame
+        return cls(in_ch, out_ch, kernel, stride, padding=0, groups=groups, bias=bias)
+    cls = DepthwiseConv2d if depthwise else nn.Conv2d
+    return cls(in_ch, out_ch, kernel, stride, padding=(kernel - 1) // 2, groups=groups,
+               bias=bias)
 
 
 class ConvBNAct(nn.Sequential):

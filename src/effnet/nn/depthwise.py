@@ -1,0 +1,273 @@
+"""Depthwise convolutions that train fast on every x86 CPU.
+
+MBConv's kxk depthwise convolution (paper Table 1) has two costs on CPU that
+this module removes, without changing what is computed beyond float rounding:
+
+* **Kernel cropping.** On a map smaller than the kernel most taps only ever
+  meet padding: a 5x5 kernel with padding 2 on a 1x1 map reads its centre tap
+  alone, on a 2x2 map its central 3x3. :func:`crop_window` finds the taps that
+  meet data for a given size, stride and padding; the conv runs with those
+  taps only (exact: the others multiply zeros), in training and inference.
+* **The weight gradient.** oneDNN computes a depthwise convolution's weight
+  gradient by im2col and one small GEMM per channel on CPUs without AVX-512
+  (`x64:gemm:jit` in `ONEDNN_VERBOSE`), and with 16x16 channel blocks on
+  AVX-512: 10-200x its forward on the small maps of the proxies and of B0 at
+  32 px. Here it is a direct sum over pixels, vectorised along the channels of
+  a channels_last tensor (a small numba kernel, compiled once and cached),
+  used where it was measured faster (`DIRECT_MAX_PIXELS`, see
+  `benchmarks/bench_depthwise.py`). Forward and input gradient stay oneDNN's.
+
+Modules keep nn.Conv2d's parameters and state-dict keys; under tracing, ONNX
+export and torch.compile they run a plain `F.conv2d`, so exported graphs
+hold no custom op and no weight slice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Output maps up to this many pixels take the direct weight gradient. Measured with
+# benchmarks/bench_depthwise.py: the direct sum wins on every map up to 7x7 (49 px) under
+# both AVX2 and AVX-512 dispatch, and oneDNN wins on 14x14 and larger 3x3 convs.
+DIRECT_MAX_PIXELS = 64
+
+BACKENDS = ("auto", "direct", "onednn")
+_ENV = "EFFNET_DEPTHWISE_GRAD"
+_state = threading.local()
+
+Pads = tuple[int, int, int, int]  # (top, bottom, left, right)
+
+
+def crop_window(size: int, kernel: int, stride: int, before: int,
+                after: int) -> tuple[int, int, int, int]:
+    """The taps of a 1-D conv that meet data, and the padding that keeps the output.
+
+    For an input of `size`, padded by `before` / `after`, returns `(lo, hi,
+    new_before, new_after)`: taps lo..hi (inclusive) are the only ones any
+    output reads real input with, and a conv with just those taps, padded by
+    `new_before` / `new_after`, gives the same output size and values. A
+    negative `new_after` means the last input rows are never read.
+    """
+    out = (size + before + after - kernel) // stride + 1
+    lo = max(0, before - (out - 1) * stride)
+    hi = min(kernel - 1, size - 1 + before)
+    if lo == 0 and hi == kernel - 1:
+        return 0, kernel - 1, before, after
+    new_before = before - lo
+    new_after = (out - 1) * stride + (hi - lo + 1) - size - new_before
+    if new_after < new_before <= new_after + stride - 1:
+        new_after = new_before  # any pad in that range gives `out`: keep it symmetric
+    return lo, hi, new_before, new_after
+
+
+def _cropped(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
+             pads: Pads) -> tuple[tuple[slice, slice], Pads]:
+    """The weight slices of the taps that meet data, and the padding that goes with them."""
+    top, bottom, left, right = pads
+    lh, hh, top, bottom = crop_window(x.shape[-2], weight.shape[-2], stride[0], top, bottom)
+    lw, hw, left, right = crop_window(x.shape[-1], weight.shape[-1], stride[1], left, right)
+    return (slice(lh, hh + 1), slice(lw, hw + 1)), (top, bottom, left, right)
+
+
+def _padded(x: torch.Tensor, pads: Pads) -> tuple[torch.Tensor, list[int]]:
+    """x and the conv padding for (top, bottom, left, right): symmetric pads stay in the conv."""
+    top, bottom, left, right = pads
+    if top == bottom and left == right:
+        return x, [top, left]
+    return F.pad(x, (left, right, top, bottom)), [0, 0]
+
+
+def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+          stride: tuple[int, int], pads: Pads) -> torch.Tensor:
+    """A depthwise F.conv2d with (top, bottom, left, right) padding, symmetric or not."""
+    xin, padding = _padded(x, pads)
+    return F.conv2d(xin, weight, bias, stride, padding, 1, weight.shape[0])
+
+
+@contextlib.contextmanager
+def weight_grad_backend(name: str) -> Iterator[None]:
+    """Use `name` ('auto', 'direct' or 'onednn') for depthwise weight gradients inside.
+
+    For benchmarks and tests; the environment variable EFFNET_DEPTHWISE_GRAD
+    sets the default of a whole process.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"unknown depthwise gradient backend {name!r}: use {BACKENDS}")
+    old = getattr(_state, "backend", None)
+    _state.backend = name
+    try:
+        yield
+    finally:
+        _state.backend = old
+
+
+def _backend() -> str:
+    name = getattr(_state, "backend", None) or os.environ.get(_ENV, "auto")
+    return name if name in BACKENDS else "auto"
+
+
+def _direct_ok(x: torch.Tensor, out_pixels: int) -> bool:
+    backend = _backend()
+    if backend == "onednn" or x.device.type != "cpu":
+        return False
+    if x.dtype not in (torch.float32, torch.float64) or _kernel() is None:
+        return False
+    return backend == "direct" or out_pixels <= DIRECT_MAX_PIXELS
+
+
+_KERNEL: Any = None
+
+
+def _kernel() -> Any:
+    """The numba kernel, compiled on first use (None where numba is missing)."""
+    global _KERNEL
+    if _KERNEL is None:
+        try:
+            from ._depthwise_kernel import weight_grad_nhwc
+        except ImportError:  # numba missing: oneDNN's path everywhere
+            _KERNEL = False
+        else:
+            _KERNEL = weight_grad_nhwc
+    return _KERNEL or None
+
+
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A thread pool of `threads` workers, made again after a fork or a change of size."""
+    global _POOL
+    if _POOL is None or _POOL[:2] != (os.getpid(), threads):
+        _POOL = (os.getpid(), threads, ThreadPoolExecutor(threads, "effnet-dw"))
+    return _POOL[2]
+
+
+def direct_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: tuple[int, int],
+                       stride: tuple[int, int], pads: Pads) -> torch.Tensor:
+    """d loss / d weight of a depthwise conv, as a direct sum over output pixels.
+
+    `x` is the conv's unpadded input, `grad` its output gradient; `pads` is
+    (top, bottom, left, right). Returns a (C, 1, kh, kw) tensor. Per image the
+    sum runs in the input's dtype, across images in float64. The channels are
+    split between torch's intra-op threads; the result does not depend on
+    their number.
+    """
+    kern = _kernel()
+    if kern is None:
+        raise RuntimeError("the direct depthwise gradient needs numba")
+    xn = x.detach().contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+    gn = grad.detach().contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+    c = xn.shape[-1]
+    out = torch.empty(kernel[0], kernel[1], c, dtype=x.dtype)
+    xa, ga, oa = xn.numpy(), gn.numpy(), out.numpy()
+    args = (stride[0], stride[1], pads[0], pads[2])
+    threads = max(1, min(torch.get_num_threads(), c // 16))
+    if threads == 1:
+        kern(xa, ga, oa, *args, 0, c)
+    else:
+        bounds = [round(i * c / threads) for i in range(threads + 1)]
+        jobs = [_pool(threads).submit(kern, xa, ga, oa, *args, lo, hi)
+                for lo, hi in zip(bounds, bounds[1:], strict=False)]
+        for job in jobs:
+            job.result()
+    return out.permute(2, 0, 1).unsqueeze(1)
+
+
+def depthwise_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                       stride: tuple[int, int], pads: Pads,
+                       mask: tuple[bool, bool, bool]) -> tuple[torch.Tensor | None, ...]:
+    """Gradients (input, weight, bias) of :func:`depthwise_conv2d`'s plain computation.
+
+    The weight gradient has the full kernel's shape: taps that only meet
+    padding get zero, as they would from autograd.
+    """
+    (rows, cols), cpads = _cropped(x, weight, stride, pads)
+    w = weight[:, :, rows, cols]
+    xin, padding = _padded(x, cpads)
+
+    def onednn(which: list[bool]) -> tuple[torch.Tensor, ...]:
+        return torch.ops.aten.convolution_backward(grad, xin, w, None, list(stride), padding,
+                                                   [1, 1], False, [0, 0], w.shape[0], which)
+
+    gx = gw = gb = None
+    if mask[0]:
+        gx = onednn([True, False, False])[0]
+        if xin is not x:  # the inverse of the padding (or cropping) of x
+            top, bottom, left, right = cpads
+            gx = F.pad(gx, (-left, -right, -top, -bottom))
+    if mask[1]:
+        if _direct_ok(x, grad.shape[-2] * grad.shape[-1]):
+            gwc = direct_weight_grad(grad, x, tuple(w.shape[-2:]), stride, cpads)
+        else:
+            gwc = onednn([False, True, False])[1]
+        if gwc.shape == weight.shape:
+            gw = gwc
+        else:
+            gw = weight.new_zeros(weight.shape)
+            gw[:, :, rows, cols] = gwc
+    if mask[2]:
+        gb = grad.sum((0, 2, 3))
+    return gx, gw, gb
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    """A depthwise conv whose backward is :func:`depthwise_backward`."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, pads):  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.geometry = (stride, pads, bias is not None)
+        return depthwise_forward(x, weight, bias, stride, pads)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        stride, pads, has_bias = ctx.geometry
+        need = ctx.needs_input_grad
+        gx, gw, gb = depthwise_backward(grad, x, weight, stride, pads,
+                                        (need[0], need[1], need[2] and has_bias))
+        return gx, gw, gb, None, None
+
+
+def _plain(x: torch.Tensor) -> bool:
+    """Run the plain F.conv2d: while tracing, exporting or compiling."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling())
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     stride: tuple[int, int], pads: Pads) -> torch.Tensor:
+    """A depthwise conv (groups = channels, dilation 1) with kernel cropping and a fast backward.
+
+    `pads` is (top, bottom, left, right). Equal to F.conv2d on the padded
+    input, to float rounding, in value and in every gradient.
+    """
+    if _plain(x):
+        return _conv(x, weight, bias, stride, pads)
+    if torch.is_grad_enabled() and x.device.type == "cpu" and (
+            x.requires_grad or weight.requires_grad):
+        return _DepthwiseConv.apply(x, weight, bias, stride, pads)
+    return depthwise_forward(x, weight, bias, stride, pads)
+
+
+def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                      stride: tuple[int, int], pads: Pads) -> torch.Tensor:
+    """The depthwise conv with only the taps that meet data (see :func:`crop_window`)."""
+    (rows, cols), cpads = _cropped(x, weight, stride, pads)
+    return _conv(x, weight[:, :, rows, cols], bias, stride, cpads)
+
+
+def is_depthwise(conv: nn.Module) -> bool:
+    """True for a conv this module runs: groups = in = out channels, dilation 1."""
+    return (isinstance(conv, nn.Conv2d) and conv.groups == conv.in_channels == conv.out_channels
+            and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str))
