@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import EffnetError
 from .checkpoint import atomic_write, atomic_write_json, atomic_write_text, load_checkpoint
 from .checkpoint import save_checkpoint as _save_checkpoint
-from .rundir import RunLock, check_new_run, remove_stale_temporaries
+from .rundir import RunLock, check_new_run, check_no_links, remove_stale_temporaries
 
 CSV_FIELDS = ["epoch", "step", "lr", "train_loss", "train_top1", "val_loss", "val_top1",
               "val_top5", "val_top1_raw", "test_top1", "test_top5", "epoch_s", "img_per_s"]
@@ -136,6 +136,7 @@ class RunWriter:
         resuming = resume and ckpt is not None and ckpt.exists()
         if self._lock is not None:  # one writer per run folder; then its stale temporaries go
             self._lock.acquire()
+            check_no_links(self.out)  # type: ignore[arg-type]  # before any write or delete
             remove_stale_temporaries(self.out)  # type: ignore[arg-type]
             if not resuming:
                 check_new_run(self.out, force, resume)  # type: ignore[arg-type]

@@ -3,6 +3,9 @@
 * :class:`RunLock` holds ``OUTPUT/.lock`` (the owner's PID and host) while a
   run writes; a second writer stops with a clear error, and a lock whose owner
   is dead (killed) is taken over.
+* :func:`check_no_links` refuses a run folder holding a symbolic link where the
+  run writes or deletes (``best/``, ``final/``, their files, ``last.pt``, ...):
+  effnet never writes or deletes through a link, into another folder.
 * :func:`check_new_run` refuses to start a new run over an existing one
   unless ``force`` (then the old run's files are removed first, so the folder
   never mixes two runs).
@@ -96,6 +99,24 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def check_no_links(folder: str | os.PathLike) -> None:
+    """Refuse a run folder where a file or folder the run writes or deletes is a symbolic link.
+
+    Checked before anything is written or deleted: a link would send the run's writes (or a
+    --force deletion) into the folder it points to.
+    """
+    folder = Path(folder)
+    places = [folder / n for n in (*RUN_FILES, "config.json")]
+    for sub in ("best", "final"):
+        if (folder / sub).is_dir() and not (folder / sub).is_symlink():
+            places += sorted((folder / sub).iterdir())
+    for path in places:
+        if path.is_symlink():
+            raise EffnetError(f"{path} is a symbolic link: effnet never writes or deletes "
+                              "through links in a run folder; replace it with a plain file or "
+                              "folder, or use another --output")
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
