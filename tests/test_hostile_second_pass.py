@@ -10,12 +10,14 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
+import effnet
 from effnet.cli import main
+from tests.test_hostile_input import _image as image
 from tests.test_hostile_input import _one_line as one_line
-from tests.test_hostile_input import cat_dog  # noqa: F401 (a fixture)
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from train_tiny import make_image_folder  # noqa: E402
@@ -96,3 +98,99 @@ def test_6_force_checks_for_links_before_deleting_anything(tmp_path, capsys):
     assert main([*args, "--force"]) == 2
     one_line(capsys, r"final is a symbolic link")
     assert tree_hash(tmp_path) == before  # last.pt, metrics.csv, summary.json all kept
+
+
+def _run_python(code: str, *args: str, limit: int | None = None) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter (with this checkout's effnet), optionally under a file-size
+    limit of `limit` bytes (RLIMIT_FSIZE, as `ulimit -f`)."""
+    prelude = ("import resource, sys, torch; torch.set_num_threads(1)\n"
+               + (f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+                  if limit else ""))
+    env = {**os.environ, "PYTHONPATH": str(Path(effnet.__file__).parents[1])}
+    return subprocess.run([sys.executable, "-c", prelude + code, *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# ---------------------------------------------------------------- 2
+def test_2_model_name_cannot_steer_the_onnx_cache_out_of_the_folder(cat_dog, tmp_path, capsys):
+    nest = tmp_path / "a" / "b" / "c"
+    nest.mkdir(parents=True)
+    weights = nest / "catdog"
+    cat_dog.rename(weights)
+    _edit_config(weights, model_name="../../../../outside/evil")
+    img = str(image(tmp_path / "a.png"))
+    before = tree_hash(tmp_path)
+    assert main(["predict", img, "--weights", str(weights), "--runtime", "onnxruntime"]) == 0
+    after = tree_hash(tmp_path)
+    added = {k for k in after if k not in before}
+    assert all(k.startswith("a/b/c/catdog/") and "/" not in k[len("a/b/c/catdog/"):]
+               for k in added), added
+    assert any(k.endswith(".onnx") for k in added)
+    assert {k: after[k] for k in before} == before
+
+
+# ---------------------------------------------------------------- 5
+def test_5_the_onnx_cache_deletes_only_its_own_exports(cat_dog, tmp_path):
+    from effnet.export import onnx_cache_path
+    from effnet.predict import prepare_model
+
+    net = effnet.create_model(pretrained=cat_dog)
+    mine = cat_dog / onnx_cache_path(net, cat_dog, 32).name.replace(".onnx", "").rsplit(".", 1)[0]
+    users = [Path(f"{mine}.v1.onnx"), cat_dog / "model.b0-2c-32px-symmetric.v1.onnx"]
+    for f in users:
+        f.write_bytes(b"the user's own file")
+    first = prepare_model(None, cat_dog, runtime="onnxruntime")
+    old = onnx_cache_path(first.module, cat_dog, 32)
+    assert old.is_file()
+    net.classifier.bias.data += 1  # new weights: a new export replaces the cache's old one
+    net.save_pretrained(cat_dog)
+    prepare_model(None, cat_dog, runtime="onnxruntime")
+    assert not old.exists()
+    assert all(f.read_bytes() == b"the user's own file" for f in users)
+
+
+# ---------------------------------------------------------------- 7
+SIGTERM_DURING_EXPORT = """
+import os, signal, time, torch
+import effnet
+from effnet.cli import main
+from tests.test_hostile_input import _image as image
+def export(model, args, f, **kw):
+    open(f, "wb").write(b"x" * 100000)  # half an export
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+torch.onnx.export = export
+sys.exit(main(["export", sys.argv[1], "--output", sys.argv[2], "--no-check"]))
+"""
+
+
+def test_7_sigterm_during_export_leaves_no_temporary(cat_dog, tmp_path):
+    out = tmp_path / "out" / "m.onnx"
+    out.parent.mkdir()
+    done = _run_python(SIGTERM_DURING_EXPORT, str(cat_dog), str(out))
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.strip() == "effnet: terminated"
+    assert list(out.parent.iterdir()) == []
+
+
+def test_7_temporaries_of_dead_writers_are_removed(cat_dog, tmp_path):
+    from effnet.export import onnx_cache_path
+
+    out = tmp_path / "m.pt"
+    cache = onnx_cache_path(effnet.create_model(pretrained=cat_dog), cat_dog, 32)
+    dead, live = _dead_pid(), os.getpid()
+    stale = [tmp_path / f".m.pt.{dead}.0123abcd.pt.tmp",
+             cache.parent / f".{cache.name}.{dead}.0123abcd.onnx.tmp"]
+    alive = tmp_path / f".m.pt.{live}.0123abcd.pt.tmp"  # a writer still at work
+    for f in [*stale, alive]:
+        f.write_bytes(b"partial")
+    assert main(["export", str(cat_dog), "--output", str(out), "--format", "torchscript"]) == 0
+    img = str(image(tmp_path / "a.png"))
+    assert main(["predict", img, "--weights", str(cat_dog), "--runtime", "onnxruntime"]) == 0
+    assert not any(f.exists() for f in stale) and alive.exists()

@@ -3,13 +3,17 @@
 No torch here. Everything that writes a file that matters goes through
 :func:`atomic_write`: a temporary name in the same folder, fsync, rename, so
 a killed process leaves either the old file or the new one, never half a file.
+The temporary's name holds the writer's PID: the next write of the same file
+removes the temporaries of writers that are dead (killed with SIGKILL).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +28,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temporaries(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}.tmp"
     try:
         yield tmp
@@ -34,6 +39,34 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (owned by anyone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except (OverflowError, ValueError):  # no such PID can exist
+        return False
+    return True
+
+
+def remove_dead_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries ``.NAME.PID.*.tmp`` that dead writers of `path` left behind."""
+    path = Path(path)
+    removed = []
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[0-9a-f]{{8}}[^/]*\.tmp")
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        found = pattern.fullmatch(tmp.name)
+        if found and not pid_alive(int(found.group(1))) and not tmp.is_symlink() \
+                and tmp.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def _umask() -> int:

@@ -24,21 +24,12 @@ import socket
 from pathlib import Path
 
 from ..errors import EffnetError
+from ..io_utils import pid_alive
 from .recipes import Recipe
 
 LOCK_NAME = ".lock"
 RUN_FILES = ("last.pt", "metrics.csv", "summary.json", "best", "final", "tensorboard",
              "best.safetensors", "final.safetensors")  # the last two: runs written before best/
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 class RunLock:
@@ -81,7 +72,7 @@ class RunLock:
             return None
         if host and host != socket.gethostname():
             return f"process {pid} on {host}"
-        if pid == os.getpid() or not _pid_alive(pid):
+        if pid == os.getpid() or not pid_alive(pid):
             return None
         return f"process {pid}"
 
