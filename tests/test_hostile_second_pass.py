@@ -14,8 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 import effnet
 from effnet.cli import main
+from effnet.errors import EffnetError
 from tests.test_hostile_input import _image as image
 from tests.test_hostile_input import _one_line as one_line
 
@@ -194,3 +198,45 @@ def test_7_temporaries_of_dead_writers_are_removed(cat_dog, tmp_path):
     img = str(image(tmp_path / "a.png"))
     assert main(["predict", img, "--weights", str(cat_dog), "--runtime", "onnxruntime"]) == 0
     assert not any(f.exists() for f in stale) and alive.exists()
+
+
+# ---------------------------------------------------------------- 3
+def test_3_convert_replaces_an_existing_model_only_with_force(cat_dog, tmp_path, capsys):
+    torch.manual_seed(1)
+    src = effnet.create_model("b0").save_pretrained(tmp_path / "src")
+    before = tree_hash(cat_dog)
+    args = ["convert", str(src), "--model", "b0", "--output", str(cat_dog)]
+    assert main(args) == 2
+    one_line(capsys, r"--output \S*catdog exists: add --force")
+    assert tree_hash(cat_dog) == before
+    assert main([*args, "--force"]) == 0
+    assert effnet.create_model(pretrained=cat_dog).num_classes == 1000
+
+
+# ---------------------------------------------------------------- 4
+def test_4_save_pretrained_keeps_the_old_pair_when_the_config_cannot_be_written(
+        cat_dog, monkeypatch):
+    import effnet.weights.pretrained as pretrained
+
+    before = tree_hash(cat_dog.parent)
+    torch.manual_seed(1)
+    model = effnet.create_model("b0", num_classes=3)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pretrained, "atomic_write_json", full)
+    with pytest.raises(OSError):
+        model.save_pretrained(cat_dog)
+    assert tree_hash(cat_dog.parent) == before
+
+
+def test_4_weights_and_config_of_different_saves_are_refused(cat_dog, tmp_path, capsys):
+    old_config = (cat_dog / "config.json").read_bytes()
+    torch.manual_seed(1)
+    effnet.create_model("b0", num_classes=2).save_pretrained(cat_dog)
+    (cat_dog / "config.json").write_bytes(old_config)  # as a kill between the two renames leaves
+    with pytest.raises(EffnetError, match=r"come from different saves"):
+        effnet.create_model(pretrained=cat_dog)
+    assert main(["predict", str(image(tmp_path / "a.png")), "--weights", str(cat_dog)]) == 2
+    one_line(capsys, r"model\.safetensors and config\.json come from different saves")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from .errors import EffnetError
 from .weights import LAYOUTS
@@ -17,6 +18,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .weights import is_pretrained_dir, load_weights, read_config
 
     source = run_weights(args.source)  # a training run folder: its best weights
+    out = Path(args.output)
+    if (out.is_file() or (out.is_dir() and any(out.iterdir()))) and not args.force:
+        raise EffnetError(f"--output {out} exists: add --force to replace the model there, or "
+                          "give another folder")
     kwargs: dict = {"num_classes": args.num_classes}
     found = train_metadata(source)  # a run's .safetensors keeps its classes and preprocessing
     if found is not None:
@@ -85,8 +90,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _check_output(output: str, weights: object, force: bool) -> None:
     """Never write over the weights being read; replace another existing file only if forced."""
-    from pathlib import Path
-
     from .export import _weights_file
 
     out = Path(output)
@@ -187,6 +190,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", choices=("effnet", "timm", "torchvision"), default="effnet",
                    help="layout to write: effnet (default), or timm's / torchvision's "
                         "(OUTPUT/<architecture>.safetensors)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the model in --output if the folder holds one")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("export", help="export to ONNX (dynamic batch) or TorchScript")

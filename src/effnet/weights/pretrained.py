@@ -8,9 +8,12 @@ preprocessing (timm's pretrained_cfg). Nothing here imports effnet's modules.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Mapping
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -131,12 +134,45 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Pat
     if directory.exists() and not directory.is_dir():
         raise EffnetError(f"{directory} is a file: save_pretrained needs a folder path")
     config = model_config(model)
+    # One id in both files: a folder whose two files come from different saves (a kill between
+    # the two renames) is refused on load instead of running weights under another config.
+    config["save_id"] = uuid.uuid4().hex
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": "pt", "effnet_format": FORMAT_NAME, "model_name": config["model_name"],
-                "padding": model.padding, "bn_eps": repr(float(model.bn_eps))}
-    with atomic_path(directory / WEIGHTS_NAME, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    atomic_write_json(directory / CONFIG_NAME, config)
+                "padding": model.padding, "bn_eps": repr(float(model.bn_eps)),
+                "effnet_save_id": config["save_id"]}
+    weights = directory / WEIGHTS_NAME
+    with _old_weights_kept(weights):
+        with atomic_path(weights, suffix=".safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+        atomic_write_json(directory / CONFIG_NAME, config)
     return directory
 
 
+@contextlib.contextmanager
+def _old_weights_kept(weights: Path) -> Iterator[None]:
+    """Keep a hard link to the weights file being replaced; put it back if the body fails
+    (the config could not be written): the folder keeps its old pair."""
+    backup = weights.parent / f".{weights.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.old.tmp"
+    if weights.is_file():
+        try:
+            os.link(weights, backup)
+        except OSError:
+            shutil.copy2(weights, backup)
+    try:
+        yield
+    except BaseException:
+        if backup.exists():
+            os.replace(backup, weights)
+        raise
+    finally:
+        backup.unlink(missing_ok=True)
+
+
+def check_same_save(config: Mapping[str, Any], metadata: Mapping[str, str], where: Any) -> None:
+    """Refuse a save_pretrained folder whose weights and config.json come from different saves
+    (both name one; weights written by other tools name none and are not refused)."""
+    saved, weights = config.get("save_id"), metadata.get("effnet_save_id")
+    if saved is not None and weights is not None and weights != saved:
+        raise EffnetError(f"{where}: {WEIGHTS_NAME} and {CONFIG_NAME} come from different saves "
+                          "(a save was interrupted): save the model there again")

@@ -107,6 +107,10 @@ def _read_dir(path: Path) -> Checkpoint:
     for name in (WEIGHTS_NAME, "pytorch_model.bin", "model.pth", "model.pt"):
         if (path / name).is_file():
             ckpt = _read_file(path / name)
+            if config is not None and config.get("format") == "effnet":
+                from .pretrained import check_same_save
+
+                check_same_save(config, ckpt.metadata, path)
             ckpt.config = config
             ckpt.name_hint = " ".join(
                 s for s in (str((config or {}).get("architecture", "")), path.name,
