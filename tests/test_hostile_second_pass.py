@@ -240,3 +240,53 @@ def test_4_weights_and_config_of_different_saves_are_refused(cat_dog, tmp_path, 
         effnet.create_model(pretrained=cat_dog)
     assert main(["predict", str(image(tmp_path / "a.png")), "--weights", str(cat_dog)]) == 2
     one_line(capsys, r"model\.safetensors and config\.json come from different saves")
+
+
+# ---------------------------------------------------------------- 8
+@pytest.mark.parametrize("command", ["predict", "eval", "export"])
+@pytest.mark.parametrize("num_classes, pattern", [
+    (3, r"classifier of 2 classes not loaded.*inference needs the trained classifier"),
+    (0, r"classifier of 2 classes not loaded|has no classifier"),
+])
+def test_8_inference_never_runs_a_new_classifier(cat_dog, tmp_path, capsys, command,
+                                                  num_classes, pattern):
+    _edit_config(cat_dog, num_classes=num_classes)
+    make_image_folder(tmp_path / "d", classes=2, per_class=1)
+    argv = {"predict": ["predict", str(tmp_path / "d"), "--weights", str(cat_dog)],
+            "eval": ["eval", "--data", str(tmp_path / "d"), "--weights", str(cat_dog),
+                     "--workers", "0", "--no-progress"],
+            "export": ["export", str(cat_dog), "--output", str(tmp_path / "m.onnx"),
+                       "--no-check"]}[command]
+    assert main(argv) == 2
+    one_line(capsys, pattern)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_8_a_classifier_of_another_shape_is_refused_too(cat_dog, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(cat_dog / "model.safetensors")
+    state["classifier.weight"] = torch.randn(5, 1280)  # config.json still says 2 classes
+    state["classifier.bias"] = torch.zeros(5)
+    save_file(state, str(cat_dog / "model.safetensors"))
+    assert main(["predict", str(image(tmp_path / "a.png")), "--weights", str(cat_dog)]) == 2
+    one_line(capsys, r"classifier of 5 classes not loaded: 2 classes")
+
+
+def test_8_training_still_adapts_the_head(cat_dog):
+    with pytest.warns(effnet.weights.WeightsAdaptedWarning, match="freshly initialised"):
+        assert effnet.create_model("b0", pretrained=cat_dog, num_classes=5).num_classes == 5
+
+
+# ---------------------------------------------------------------- 9
+def test_9_integer_weights_are_refused(cat_dog, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(cat_dog / "model.safetensors")
+    state["stem.conv.weight"] = (state["stem.conv.weight"] * 100).to(torch.int8)
+    save_file(state, str(cat_dog / "model.safetensors"))
+    assert main(["predict", str(image(tmp_path / "a.png")), "--weights", str(cat_dog)]) == 2
+    one_line(capsys, r"holds torch\.int8 weights .*stem\.conv\.weight.*float weights only")
+    state["stem.conv.weight"] = state["stem.conv.weight"].to(torch.bfloat16)  # floats are fine
+    save_file(state, str(cat_dog / "model.safetensors"))
+    assert main(["predict", str(image(tmp_path / "a.png")), "--weights", str(cat_dog)]) == 0
