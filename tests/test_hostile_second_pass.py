@@ -112,7 +112,7 @@ def _run_python(code: str, *args: str, limit: int | None = None) -> subprocess.C
                   if limit else ""))
     env = {**os.environ, "PYTHONPATH": str(Path(effnet.__file__).parents[1])}
     return subprocess.run([sys.executable, "-c", prelude + code, *args], capture_output=True,
-                          text=True, env=env, timeout=300)
+                          text=True, env=env, timeout=120)
 
 
 def _dead_pid() -> int:
@@ -290,3 +290,21 @@ def test_9_integer_weights_are_refused(cat_dog, tmp_path, capsys):
     state["stem.conv.weight"] = state["stem.conv.weight"].to(torch.bfloat16)  # floats are fine
     save_file(state, str(cat_dog / "model.safetensors"))
     assert main(["predict", str(image(tmp_path / "a.png")), "--weights", str(cat_dog)]) == 0
+
+
+# ---------------------------------------------------------------- 10
+FIFO_PREDICT_EVAL = """
+from effnet.cli import main
+print("predict", main(["predict", sys.argv[1] + "/class0", "--weights", sys.argv[2]]))
+print("eval", main(["eval", "--data", sys.argv[1], "--weights", sys.argv[2], "--workers", "0",
+                    "--no-progress", "--class-order", "sorted"]))
+"""
+
+
+def test_10_a_fifo_named_like_an_image_is_skipped_not_waited_for(cat_dog, tmp_path):
+    make_image_folder(tmp_path / "d", classes=2, per_class=2)
+    os.mkfifo(tmp_path / "d" / "class0" / "pipe.png")
+    done = _run_python(FIFO_PREDICT_EVAL, str(tmp_path / "d"), str(cat_dog))  # times out on a hang
+    assert "predict 1" in done.stdout and "eval 0" in done.stdout, done.stderr
+    assert "class0/0.png" in done.stdout and "class0/1.png" in done.stdout
+    assert re.search(r"pipe\.png is not a regular file \(a FIFO.*skipped", done.stderr)
