@@ -308,3 +308,82 @@ def test_10_a_fifo_named_like_an_image_is_skipped_not_waited_for(cat_dog, tmp_pa
     assert "predict 1" in done.stdout and "eval 0" in done.stdout, done.stderr
     assert "class0/0.png" in done.stdout and "class0/1.png" in done.stdout
     assert re.search(r"pipe\.png is not a regular file \(a FIFO.*skipped", done.stderr)
+
+
+# ---------------------------------------------------------------- 11
+def test_11_a_kernel_larger_than_its_map_is_refused(tmp_path, capsys):
+    from effnet.spec import EFFICIENTNET_B0, save_spec
+
+    stages = list(EFFICIENTNET_B0.stages)
+    stages[3] = stages[3].__class__(**{**stages[3].__dict__, "kernel": 1001})
+    save_spec(EFFICIENTNET_B0.with_(name="wide", stages=tuple(stages)), tmp_path / "spec.json")
+    assert main(["profile", str(tmp_path / "spec.json"), "--resolution", "64",
+                 "--num-classes", "10"]) == 2
+    one_line(capsys, r"stage 4: kernel 1001 meets a \d+x\d+ map, larger than the map")
+    assert main(["profile", "b0", "--resolution", "32"]) == 0  # 5x5 kernels on 1x1 maps: fine
+
+
+def test_11_macs_are_estimated_and_bounded(monkeypatch):
+    from effnet.limits import check_model_size, estimate_size
+    from effnet.profile import count_macs
+    from effnet.zoo import MODELS
+
+    model = effnet.create_model("b0")
+    est = estimate_size(model.spec, 224)
+    assert est.macs == count_macs(model, 224)  # FlopCounterMode on the built graph
+    assert abs(est.macs / 1e9 - 0.3858) < 5e-4  # timm's B0: 0.3858 GMAC (paper: 0.39B FLOPs)
+    monkeypatch.setenv("EFFNET_MAX_MACS", "1e8")
+    with pytest.raises(EffnetError, match=r"MACs per image at 224 px, over the limit 1e\+08"):
+        check_model_size(MODELS["b0"].spec, 224)
+
+
+# ---------------------------------------------------------------- 12
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_12_workers_are_bounded_by_the_cpus(cat_dog, tmp_path, capsys, command):
+    make_image_folder(tmp_path / "d", classes=2, per_class=1)
+    argv = (_train_args(tmp_path, tmp_path / "run") if command == "train" else
+            ["eval", "--data", str(tmp_path / "d"), "--weights", str(cat_dog), "--workers", "0"])
+    argv[argv.index("--workers") + 1] = "100000"
+    assert main(argv) == 2
+    one_line(capsys, rf"--workers 100000 is out of range: use 0\.\.{len(os.sched_getaffinity(0))}")
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- 13
+@pytest.mark.parametrize("command", ["predict", "export", "train"])
+def test_13_image_size_override_goes_through_the_size_limits(cat_dog, tmp_path, capsys,
+                                                              command):
+    img = str(image(tmp_path / "a.png"))
+    argv = {"predict": ["predict", img, "--weights", str(cat_dog)],
+            "export": ["export", str(cat_dog), "--output", str(tmp_path / "m.onnx")],
+            "train": _train_args(tmp_path, tmp_path / "run")}[command]
+    if "--image-size" in argv:
+        argv[argv.index("--image-size") + 1] = "100000"
+    else:
+        argv += ["--image-size", "100000"]
+    assert main(argv) == 2
+    one_line(capsys, r"GiB of activations per image at 100000 px, over the limit")
+
+
+@pytest.mark.parametrize("field", ["num_classes", "in_chans"])
+def test_13_restore_checks_the_configs_classes_and_channels(cat_dog, capsys, field):
+    _edit_config(cat_dog, **{field: 10**9})
+    with pytest.raises(EffnetError, match=rf"over the limit|{field}"):
+        effnet.create_model(pretrained=cat_dog)
+    _edit_config(cat_dog, **{field: 1e9})  # a JSON float
+    with pytest.raises(EffnetError, match=rf"{field} in config\.json must be an integer"):
+        effnet.create_model(pretrained=cat_dog)
+
+
+# ---------------------------------------------------------------- 17
+@pytest.mark.parametrize("call, pattern", [
+    (lambda: effnet.create_model("b0", num_classes=2.5), r"num_classes must be an integer"),
+    (lambda: effnet.create_model("b0", num_classes="10"), r"num_classes must be an integer"),
+    (lambda: effnet.create_model("b0", num_classes=-1), r"num_classes must be an integer >= 0"),
+    (lambda: effnet.create_model("b0", in_chans=0), r"in_chans must be an integer >= 1"),
+    (lambda: effnet.create_model("b0", num_classes=2).reset_classifier(-1),
+     r"num_classes must be an integer >= 0, got -1"),
+])
+def test_17_api_arguments_are_checked_by_name(call, pattern):
+    with pytest.raises(EffnetError, match=pattern):
+        call()

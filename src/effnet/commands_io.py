@@ -52,6 +52,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a model with its weights to ONNX (dynamic batch) or TorchScript."""
     from .export import check_opset, export, max_onnx_difference
+    from .limits import check_resolution
     from .model_factory import create_model
     from .predict import model_from_weights, run_weights, train_metadata
     from .weights import is_pretrained_dir
@@ -70,6 +71,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print("effnet: note: no --weights given; exporting randomly initialised weights",
               file=sys.stderr)
     size = args.image_size or model.pretrained_cfg["input_size"][-1]
+    check_resolution(model, size)
     exported = model
     if not args.no_optimize:  # BN folded into the convs: a smaller graph, same outputs
         from .fast import optimize_for_inference
@@ -137,13 +139,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Top-1 / top-5 accuracy on an ImageFolder tree."""
     from .evaluate import evaluate
+    from .limits import check_workers
     from .predict import prepare_model
 
     if args.limit is not None and args.limit < 1:
         raise EffnetError(f"--limit {args.limit} must be >= 1 (the number of images to evaluate)")
-    if args.batch_size < 1 or args.workers < 0:
-        raise EffnetError(f"--batch-size ({args.batch_size}) must be >= 1 and --workers "
-                          f"({args.workers}) >= 0")
+    if args.batch_size < 1:
+        raise EffnetError(f"--batch-size ({args.batch_size}) must be >= 1")
+    check_workers(args.workers)
     prepared = prepare_model(args.model, args.weights, runtime=args.runtime,
                              image_size=args.image_size, optimize=not args.no_optimize)
     result = evaluate(prepared, args.data, batch_size=args.batch_size, workers=args.workers,

@@ -3,3 +3,16 @@
 
 class EffnetError(ValueError):
     """A user-caused error whose message says how to fix it."""
+
+
+def check_int(value: object, name: str, minimum: int = 0) -> int:
+    """`value` as an int if it is a whole number >= `minimum` (not a bool, float or string);
+    else an EffnetError naming `name`."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise EffnetError(f"{name} must be an integer >= {minimum}, got {value!r} "
+                          f"({type(value).__name__})")
+    if value < minimum:
+        raise EffnetError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)

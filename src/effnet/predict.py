@@ -23,6 +23,7 @@ from PIL import Image
 from .data.images import IMG_EXTENSIONS, load_image
 from .data.transforms import eval_transform
 from .errors import EffnetError
+from .limits import check_resolution
 from .model_factory import create_model
 from .weights.pretrained import is_pretrained_dir
 
@@ -185,6 +186,7 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
     if size < MIN_IMAGE_SIZE:
         raise EffnetError(f"image size {size} (from {weights}) is too small: pass --image-size "
                           f"{MIN_IMAGE_SIZE} or more")
+    check_resolution(net, size)
     names = cfg.get("label_names")
     labels = (list(names) if names and len(names) == net.num_classes else
               imagenet_class_names() if net.num_classes == 1000 else None)
