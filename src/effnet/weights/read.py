@@ -134,7 +134,7 @@ def _read_file(path: Path) -> Checkpoint:
                 for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
                     tensors[key] = f.get_tensor(key)
         except Exception as err:  # safetensors raises its own error types
-            raise EffnetError(f"cannot read safetensors file {path}: {problem} "
+            raise EffnetError(f"{path} is not a valid safetensors file: {problem} "
                               f"({first_line(err)})") from None
         state = tensors
     else:
