@@ -408,3 +408,44 @@ def test_18_a_safetensors_header_claiming_2_62_bytes_is_not_valid(cat_dog, tmp_p
                  ["convert", str(bad), "--model", "b0", "--output", str(tmp_path / "o")]):
         assert main(argv) == 2
         one_line(capsys, r"big\.safetensors is not a valid safetensors file")
+
+
+# ---------------------------------------------------------------- 15
+@pytest.mark.parametrize("stage, network, pattern", [
+    ({"expand_ratio": 0}, {}, r"expand_ratio must be a number in \(0, inf\], got 0"),
+    ({"expand_ratio": "6"}, {}, r"expand_ratio must be a number .*got '6' \(str\)"),
+    ({"expand_ratio": float("inf")}, {}, r"expand_ratio must be a number"),
+    ({"expand_ratio": -6}, {}, r"expand_ratio must be a number"),
+    ({"kernel": 3.5}, {}, r"kernel must be an integer >= 1, got 3\.5"),
+    ({"repeats": 1.5}, {}, r"repeats must be an integer >= 1, got 1\.5"),
+    ({"stride": True}, {}, r"stride must be an integer >= 1, got True"),
+    ({}, {"stem_channels": 0}, r"stem_channels must be an integer >= 1, got 0"),
+    ({}, {"stem_channels": -3}, r"stem_channels must be an integer >= 1, got -3"),
+    ({}, {"stem_kernel": 0}, r"stem_kernel must be an integer >= 1, got 0"),
+    ({}, {"stem_stride": 0}, r"stem_stride must be an integer >= 1, got 0"),
+    ({}, {"head_channels": -1}, r"head_channels must be an integer >= 0, got -1"),
+])
+def test_15_spec_fields_are_validated(tmp_path, capsys, stage, network, pattern):
+    from effnet.spec import EFFICIENTNET_B0, spec_to_dict
+
+    data = spec_to_dict(EFFICIENTNET_B0)
+    data["stages"][0].update(stage)
+    data.update(network)
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({"format": "effnet-spec", "spec": data}))
+    assert main(["profile", str(path), "--resolution", "64", "--num-classes", "10"]) == 2
+    one_line(capsys, r"not a valid network spec \(" + pattern)
+    assert main(["scale", "--phi", "1", "--base", str(path)]) == 2
+    one_line(capsys, pattern)
+    with pytest.raises(EffnetError, match=pattern):
+        effnet.create_model(spec=data)
+
+
+def test_15_deeply_nested_json_is_a_one_line_error(cat_dog, tmp_path, capsys):
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "spec.json").write_text(deep)
+    assert main(["profile", str(tmp_path / "spec.json")]) == 2
+    one_line(capsys, r"spec\.json is not JSON that effnet reads")
+    (cat_dog / "config.json").write_text('{"format": "effnet", "spec": ' + deep + "}")
+    assert main(["predict", str(image(tmp_path / "a.png")), "--weights", str(cat_dog)]) == 2
+    one_line(capsys, r"cannot read \S*config\.json")

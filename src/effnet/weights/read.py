@@ -67,8 +67,8 @@ def packaged_weights_path() -> Path:
 def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise EffnetError(f"cannot read {path}: {err}; write it again with "
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise EffnetError(f"cannot read {path}: {first_line(err)}; write it again with "
                           "model.save_pretrained()") from None
     if not isinstance(data, dict):
         raise EffnetError(f"{path} does not hold a JSON object: write it again with "
