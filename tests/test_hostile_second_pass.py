@@ -449,3 +449,21 @@ def test_15_deeply_nested_json_is_a_one_line_error(cat_dog, tmp_path, capsys):
     (cat_dog / "config.json").write_text('{"format": "effnet", "spec": ' + deep + "}")
     assert main(["predict", str(image(tmp_path / "a.png")), "--weights", str(cat_dog)]) == 2
     one_line(capsys, r"cannot read \S*config\.json")
+
+
+# ---------------------------------------------------------------- 16
+@pytest.mark.parametrize("pretrained_cfg, pattern", [
+    ("MEAN2", r"pretrained_cfg\.mean in config\.json must be a list of 1 or 3 numbers"),
+    ("MEANABC", r"pretrained_cfg\.mean in config\.json must be a list"),
+    ([], r"pretrained_cfg in config\.json must be an object, got list"),
+    (None, r"pretrained_cfg in config\.json must be an object, got NoneType"),
+])
+def test_16_pretrained_cfg_is_validated(cat_dog, tmp_path, capsys, pretrained_cfg, pattern):
+    config = json.loads((cat_dog / "config.json").read_text())
+    if pretrained_cfg in ("MEAN2", "MEANABC"):
+        config["pretrained_cfg"]["mean"] = [0.5, 0.5] if pretrained_cfg == "MEAN2" else "abc"
+    else:
+        config["pretrained_cfg"] = pretrained_cfg
+    (cat_dog / "config.json").write_text(json.dumps(config))
+    assert main(["predict", str(image(tmp_path / "a.png")), "--weights", str(cat_dog)]) == 2
+    one_line(capsys, pattern)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..errors import EffnetError
+from ..errors import EffnetError, check_number
 from ..io_utils import atomic_path, atomic_write_json, first_line
 from .read import CONFIG_NAME, PACKAGED, WEIGHTS_NAME, read_json
 
@@ -112,11 +112,27 @@ def spec_from_config(config: Mapping[str, Any]):
 
 
 def pretrained_cfg_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The preprocessing dict of a config.json, with tuples restored."""
-    cfg = dict(config.get("pretrained_cfg") or {})
-    for key in ("input_size", "mean", "std"):
-        if isinstance(cfg.get(key), list):
-            cfg[key] = tuple(cfg[key])
+    """The preprocessing dict of a config.json, with tuples restored; its types and lengths
+    checked (mean and std: one number, or one per input channel)."""
+    raw = config.get("pretrained_cfg", {})
+    if not isinstance(raw, Mapping):
+        raise EffnetError(f"pretrained_cfg in config.json must be an object, got "
+                          f"{type(raw).__name__}: save the model again with save_pretrained()")
+    cfg = dict(raw)
+    chans = config.get("in_chans", 3)
+    for key, lengths in (("input_size", {3}), ("mean", {1, 3, chans}), ("std", {1, 3, chans})):
+        if key not in cfg:
+            continue
+        value = cfg[key]
+        if not isinstance(value, list | tuple) or len(value) not in lengths:
+            raise EffnetError(f"pretrained_cfg.{key} in config.json must be a list of "
+                              f"{' or '.join(map(str, sorted(lengths)))} numbers, got {value!r}")
+        for v in value:
+            check_number(v, f"pretrained_cfg.{key}", -float("inf"))
+        cfg[key] = tuple(value)
+    for key in ("crop_pct",):
+        if key in cfg:
+            check_number(cfg[key], f"pretrained_cfg.{key}", -float("inf"))
     return cfg
 
 
