@@ -467,3 +467,52 @@ def test_16_pretrained_cfg_is_validated(cat_dog, tmp_path, capsys, pretrained_cf
     (cat_dog / "config.json").write_text(json.dumps(config))
     assert main(["predict", str(image(tmp_path / "a.png")), "--weights", str(cat_dog)]) == 2
     one_line(capsys, pattern)
+
+
+# ---------------------------------------------------------------- 14
+DISK_FULL = """
+import contextlib, io, json, torch
+import effnet
+from effnet.cli import main
+from effnet.train.checkpoint import save_checkpoint
+folder, out = sys.argv[1], {}
+for what, write in [
+        ("checkpoint", lambda: save_checkpoint(folder + "/last.pt", {"w": torch.ones(10**6)})),
+        ("save_pretrained", lambda: effnet.create_model("b0", num_classes=2).save_pretrained(
+            folder + "/model"))]:
+    try:
+        write()
+        out[what] = "written"
+    except OSError as err:
+        out[what] = str(err)
+for fmt in ("torchscript", "onnx"):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["export", folder + "/model", "--output", folder + "/m." + fmt, "--format", fmt,
+                   "--force", "--no-check"])
+    out[fmt] = [rc, err.getvalue()]
+print(json.dumps(out))
+"""
+
+
+def test_14_a_full_disk_is_one_line_and_changes_nothing(cat_dog, tmp_path):
+    from effnet.train.checkpoint import save_checkpoint
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    save_checkpoint(folder / "last.pt", {"w": torch.zeros(3)})
+    cat_dog.rename(folder / "model")
+    for fmt in ("torchscript", "onnx"):
+        (folder / f"m.{fmt}").write_text("old export")
+    before = tree_hash(folder)
+    done = _run_python(DISK_FULL, str(folder), limit=200_000)  # as `ulimit -f 195`
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    for what in ("checkpoint", "save_pretrained"):
+        assert re.fullmatch(r"no space left on the device of .* \(nothing was changed\).*",
+                            out[what]), out
+    for fmt in ("torchscript", "onnx"):
+        rc, err = out[fmt]
+        assert rc == 2 and err.startswith("effnet: error:") and len(err.splitlines()) == 1, out
+        assert re.search(r"no space left|File too large", err), err
+    assert tree_hash(folder) == before  # old files intact, no temporary left

@@ -8,6 +8,7 @@ that one image size (ONNX declares it; any batch size works).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from torch import nn
 
 from .errors import EffnetError
 from .fast import quiet_tracing
-from .io_utils import atomic_path, atomic_write_json, first_line
+from .io_utils import atomic_path, atomic_write_bytes, atomic_write_json, first_line
 from .weights.pretrained import model_config
 from .weights.read import PACKAGED, WEIGHTS_NAME, packaged_weights_path
 
@@ -84,8 +85,10 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike,
     try:
         with quiet_tracing(), torch.no_grad():
             traced = torch.jit.freeze(torch.jit.trace(model, example))
-        with quiet_tracing(), atomic_path(path, suffix=".pt") as tmp:
-            torch.jit.save(traced, str(tmp), _extra_files=extra)
+        buf = io.BytesIO()  # in memory first: TorchScript aborts the process on a full disk
+        with quiet_tracing():
+            torch.jit.save(traced, buf, _extra_files=extra)
+        atomic_write_bytes(path, buf.getvalue(), suffix=".pt")
     finally:
         model.train(was_training)
     return path

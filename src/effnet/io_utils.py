@@ -10,6 +10,7 @@ removes the temporaries of writers that are dead (killed with SIGKILL).
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
@@ -18,6 +19,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+# A full disk, a file-size limit (ulimit -f) or a full quota.
+DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+class DiskFullError(OSError):
+    """A write that did not fit; the old file is left as it was."""
 
 
 @contextlib.contextmanager
@@ -36,6 +44,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # some writers (safetensors) make 0600: the usual mode
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise DiskFullError(f"no space left on the device of {path.parent} for {path.name} "
+                                f"(nothing was changed): free some space and run again "
+                                f"({first_line(err)})") from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -67,6 +81,13 @@ def remove_dead_temporaries(path: str | os.PathLike) -> list[Path]:
                 tmp.unlink()
                 removed.append(tmp)
     return removed
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, suffix: str = "") -> None:
+    """Write `data` to `path` atomically. Writers that fail badly on a full disk (torch.save,
+    safetensors, TorchScript) serialise to bytes first, and this write fails cleanly."""
+    with atomic_path(path, suffix) as tmp:
+        tmp.write_bytes(data)
 
 
 def _umask() -> int:

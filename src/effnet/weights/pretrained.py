@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import EffnetError, check_number
-from ..io_utils import atomic_path, atomic_write_json, first_line
+from ..io_utils import atomic_write_bytes, atomic_write_json, first_line
 from .read import CONFIG_NAME, PACKAGED, WEIGHTS_NAME, read_json
 
 FORMAT_NAME = "effnet"
@@ -144,7 +144,7 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Pat
     (pretrained_cfg), so `effnet.create_model(pretrained=directory)` rebuilds
     it without a name.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
@@ -159,8 +159,7 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Pat
                 "effnet_save_id": config["save_id"]}
     weights = directory / WEIGHTS_NAME
     with _old_weights_kept(weights):
-        with atomic_path(weights, suffix=".safetensors") as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+        atomic_write_bytes(weights, save(tensors, metadata=metadata), suffix=".safetensors")
         atomic_write_json(directory / CONFIG_NAME, config)
     return directory
 
