@@ -182,12 +182,3 @@ def _old_weights_kept(weights: Path) -> Iterator[None]:
         raise
     finally:
         backup.unlink(missing_ok=True)
-
-
-def check_same_save(config: Mapping[str, Any], metadata: Mapping[str, str], where: Any) -> None:
-    """Refuse a save_pretrained folder whose weights and config.json come from different saves
-    (both name one; weights written by other tools name none and are not refused)."""
-    saved, weights = config.get("save_id"), metadata.get("effnet_save_id")
-    if saved is not None and weights is not None and weights != saved:
-        raise EffnetError(f"{where}: {WEIGHTS_NAME} and {CONFIG_NAME} come from different saves "
-                          "(a save was interrupted): save the model there again")

@@ -108,8 +108,6 @@ def _read_dir(path: Path) -> Checkpoint:
         if (path / name).is_file():
             ckpt = _read_file(path / name)
             if config is not None and config.get("format") == "effnet":
-                from .pretrained import check_same_save
-
                 check_same_save(config, ckpt.metadata, path)
             ckpt.config = config
             ckpt.name_hint = " ".join(
@@ -118,6 +116,15 @@ def _read_dir(path: Path) -> Checkpoint:
             return ckpt
     raise EffnetError(f"{path} holds no weights file ({WEIGHTS_NAME} or pytorch_model.bin): "
                       "give the checkpoint file itself, or a folder from save_pretrained")
+
+
+def check_same_save(config: Mapping[str, Any], metadata: Mapping[str, str], where: Any) -> None:
+    """Refuse a save_pretrained folder whose weights and config.json come from different saves
+    (both name one; weights written by other tools name none and are not refused)."""
+    saved, weights = config.get("save_id"), metadata.get("effnet_save_id")
+    if saved is not None and weights is not None and weights != saved:
+        raise EffnetError(f"{where}: {WEIGHTS_NAME} and {CONFIG_NAME} come from different saves "
+                          "(a save was interrupted): save the model there again")
 
 
 def _read_file(path: Path) -> Checkpoint:
