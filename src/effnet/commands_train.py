@@ -10,6 +10,7 @@ import os
 
 from .data.registry import DATASET_FACTS
 from .errors import EffnetError
+from .limits import check_resolution, check_workers
 
 RECIPE_HELP = ("auto (default): paper for runs of >= 100 epochs and >= 100,000 steps, else "
                "short; paper: Section 5.2 (RMSprop TF-style, lr 0.016/256 images, 5 warm-up "
@@ -150,6 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)  # the model's init
     probe = create_model(name, num_classes=0, phi=args.phi)
+    check_resolution(probe, image_size)  # --image-size may ask for more than the model's own
 
     def load_data(augment: str):
         return build_data(args.dataset, args.data, image_size=image_size, in_chans=in_chans,
@@ -231,11 +233,12 @@ def _check_numbers(args: argparse.Namespace) -> None:
               ("--batch-size", args.batch_size, 1, ">= 1"),
               ("--eval-every", args.eval_every, 1, ">= 1 (evaluate every N epochs)"),
               ("--checkpoint-every", args.checkpoint_every, 0, ">= 0 (0: per epoch only)"),
-              ("--workers", args.workers, 0, ">= 0"), ("--threads", args.threads, 1, ">= 1"),
+              ("--threads", args.threads, 1, ">= 1"),
               ("--lr", args.lr, 0, ">= 0"), ("--in-chans", args.in_chans, 1, "1 or 3")]
     for flag, value, low, allowed in checks:
         if value is not None and not value >= low:  # also refuses NaN
             raise EffnetError(f"{flag} {value} is out of range: use {allowed}")
+    check_workers(args.workers)
 
 
 def _auto_recipe(args: argparse.Namespace, n_train: int, output: str):

@@ -3,3 +3,33 @@
 
 class EffnetError(ValueError):
     """A user-caused error whose message says how to fix it."""
+
+
+def check_int(value: object, name: str, minimum: int = 0) -> int:
+    """`value` as an int if it is a whole number >= `minimum` (not a bool, float or string);
+    else an EffnetError naming `name`."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise EffnetError(f"{name} must be an integer >= {minimum}, got {value!r} "
+                          f"({type(value).__name__})")
+    if value < minimum:
+        raise EffnetError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_number(value: object, name: str, low: float, high: float = float("inf"),
+                 low_open: bool = False) -> float:
+    """`value` as a float if it is a finite real number in [low, high] ((low, high] with
+    `low_open`); else an EffnetError naming `name`."""
+    import math
+    import numbers
+
+    span = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise EffnetError(f"{name} must be a number in {span}, got {value!r} "
+                          f"({type(value).__name__})")
+    v = float(value)
+    if not (math.isfinite(v) and (v > low if low_open else v >= low) and v <= high):
+        raise EffnetError(f"{name} must be a number in {span}, got {value!r}")
+    return v

@@ -8,8 +8,10 @@ that one image size (ONNX declares it; any batch size works).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from torch import nn
 
 from .errors import EffnetError
 from .fast import quiet_tracing
-from .io_utils import atomic_path, first_line
+from .io_utils import atomic_path, atomic_write_bytes, atomic_write_json, first_line
 from .weights.pretrained import model_config
 from .weights.read import PACKAGED, WEIGHTS_NAME, packaged_weights_path
 
@@ -83,8 +85,10 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike,
     try:
         with quiet_tracing(), torch.no_grad():
             traced = torch.jit.freeze(torch.jit.trace(model, example))
-        with quiet_tracing(), atomic_path(path, suffix=".pt") as tmp:
-            torch.jit.save(traced, str(tmp), _extra_files=extra)
+        buf = io.BytesIO()  # in memory first: TorchScript aborts the process on a full disk
+        with quiet_tracing():
+            torch.jit.save(traced, buf, _extra_files=extra)
+        atomic_write_bytes(path, buf.getvalue(), suffix=".pt")
     finally:
         model.train(was_training)
     return path
@@ -161,31 +165,58 @@ def _content_key(source: Path, tag: str) -> str:
     return h.hexdigest()[:16]
 
 
+CACHE_RECORD = ".effnet-onnx-cache.json"  # the exports the cache wrote in a folder
+
+
+def _plain_name(name: str) -> str:
+    """`name` as a plain file-name part: letters, digits, '-' and '_' (model names are data)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name)[:64] or "model"
+
+
 def onnx_cache_path(model: nn.Module, weights: Any, image_size: int) -> Path:
     """The cached ONNX file for (weights' content, model, image size): next to the weights if
     writable. Its name holds a hash of the weights and export settings, so replaced weights
-    (even with an older modification time) never reuse another model's export."""
-    name = str(model.model_name)
-    tag = f"{name}-{model.num_classes}c-{image_size}px-{model.padding}"
+    (even with an older modification time) never reuse another model's export. The model's
+    name (read from a file) enters it only as letters, digits, '-' and '_'."""
+    tag = (f"{_plain_name(str(model.model_name))}-{int(model.num_classes)}c-{int(image_size)}px-"
+           f"{_plain_name(str(model.padding))}")
     source = _weights_file(weights)
     if source is None:
         raise EffnetError("the onnxruntime runtime needs weights from a file or folder "
                           "(to cache the ONNX export next to them)")
     key = _content_key(source, tag)
+    stem = _plain_name(source.stem)
     if str(weights) != PACKAGED and os.access(source.parent, os.W_OK):
-        return source.parent / f"{source.stem}.{tag}.{key}.onnx"
+        return source.parent / f"{stem}.{tag}.{key}.onnx"
     digest = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]
-    return cache_dir() / "onnx" / f"{source.stem}-{digest}.{tag}.{key}.onnx"
+    return cache_dir() / "onnx" / f"{stem}-{digest}.{tag}.{key}.onnx"
+
+
+def _recorded(folder: Path) -> list[str]:
+    """Names of the exports the cache recorded in `folder` (plain .onnx names only)."""
+    try:
+        names = json.loads((folder / CACHE_RECORD).read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [n for n in names if isinstance(n, str) and n.endswith(".onnx")
+            and n == Path(n).name and not n.startswith(".")]
 
 
 def cached_onnx(model: nn.Module, weights: Any, image_size: int) -> Path:
-    """Export `model` to ONNX once per (weights content, settings); older exports of the same
-    weights file are removed."""
+    """Export `model` to ONNX once per (weights content, settings); the cache's own older
+    exports of the same weights and settings go (it deletes only files it recorded)."""
     path = onnx_cache_path(model, weights, image_size)
     if path.is_file():
         return path
-    stem = path.name.rsplit(".", 2)[0]  # without .KEY.onnx
-    for old in path.parent.glob(f"{stem}.*.onnx"):
-        if old != path and old.name.count(".") == path.name.count("."):
-            old.unlink(missing_ok=True)
-    return export_onnx(model, path, image_size)
+    prefix = path.name.rsplit(".", 2)[0] + "."  # without KEY.onnx
+    kept = []
+    for name in _recorded(path.parent):
+        old = path.parent / name
+        if name.startswith(prefix) and name != path.name:
+            if old.is_file() and not old.is_symlink():
+                old.unlink(missing_ok=True)
+        elif old.is_file():
+            kept.append(name)
+    export_onnx(model, path, image_size)
+    atomic_write_json(path.parent / CACHE_RECORD, {"files": [*kept, path.name]})
+    return path

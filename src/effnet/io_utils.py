@@ -3,17 +3,29 @@
 No torch here. Everything that writes a file that matters goes through
 :func:`atomic_write`: a temporary name in the same folder, fsync, rename, so
 a killed process leaves either the old file or the new one, never half a file.
+The temporary's name holds the writer's PID: the next write of the same file
+removes the temporaries of writers that are dead (killed with SIGKILL).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+# A full disk, a file-size limit (ulimit -f) or a full quota.
+DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+class DiskFullError(OSError):
+    """A write that did not fit; the old file is left as it was."""
 
 
 @contextlib.contextmanager
@@ -24,6 +36,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temporaries(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}.tmp"
     try:
         yield tmp
@@ -31,9 +44,50 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # some writers (safetensors) make 0600: the usual mode
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise DiskFullError(f"no space left on the device of {path.parent} for {path.name} "
+                                f"(nothing was changed): free some space and run again "
+                                f"({first_line(err)})") from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (owned by anyone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except (OverflowError, ValueError):  # no such PID can exist
+        return False
+    return True
+
+
+def remove_dead_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries ``.NAME.PID.*.tmp`` that dead writers of `path` left behind."""
+    path = Path(path)
+    removed = []
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[0-9a-f]{{8}}[^/]*\.tmp")
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        found = pattern.fullmatch(tmp.name)
+        if found and not pid_alive(int(found.group(1))) and not tmp.is_symlink() \
+                and tmp.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, suffix: str = "") -> None:
+    """Write `data` to `path` atomically. Writers that fail badly on a full disk (torch.save,
+    safetensors, TorchScript) serialise to bytes first, and this write fails cleanly."""
+    with atomic_path(path, suffix) as tmp:
+        tmp.write_bytes(data)
 
 
 def _umask() -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .errors import EffnetError
+from .errors import EffnetError, check_int
 from .limits import check_model_size
 from .nn.features import EfficientNetFeatures
 from .nn.layers import PADDING_MODES, TF_BN_EPS
@@ -63,6 +63,7 @@ def create_model(name: str | None = None, pretrained: Any = None, num_classes: i
     (e.g. the baseline `effnet nas` found), at 224 px; with `phi` it is
     compound-scaled like B0 (paper Eq. 3).
     """
+    _check_counts(num_classes, in_chans)
     if spec is not None:
         if name is not None:
             raise EffnetError("give create_model a model name or spec=, not both")
@@ -163,6 +164,13 @@ def _from_spec(spec: NetworkSpec | dict | str | os.PathLike, pretrained: Any = N
     return model
 
 
+def _check_counts(num_classes: Any, in_chans: Any, where: str = "") -> None:
+    """num_classes (None or >= 0) and in_chans (>= 1) must be whole numbers."""
+    if num_classes is not None:
+        check_int(num_classes, f"num_classes{where}", 0)
+    check_int(in_chans, f"in_chans{where}", 1)
+
+
 def _real() -> bool:
     """False while building on the meta device (shapes only: activations cost nothing)."""
     return torch.get_default_device().type != "meta"
@@ -199,15 +207,18 @@ def _restore(directory: Any, config: dict, num_classes: int | None = None, in_ch
         raise TypeError(f"create_model got unexpected arguments: {', '.join(kwargs)}")
     spec = spec_from_config(config)
     cfg = pretrained_cfg_from_config(config)
-    # A bare spec's model (a baseline built directly) saves no input size: check at 224 px.
-    check_model_size(spec, cfg.get("input_size", (3, 224, 224))[-1], activations=_real())
+    in_chans = config.get("in_chans", in_chans)
+    _check_counts(config.get("num_classes", 1000), in_chans, " in config.json")
     num_classes = int(config.get("num_classes", 1000) if num_classes is None else num_classes)
+    # A bare spec's model (a baseline built directly) saves no input size: check at 224 px.
+    check_model_size(spec, cfg.get("input_size", (3, 224, 224))[-1], in_chans,
+                     max(1, num_classes), activations=_real())
     features_only = features_only or bool(config.get("features_only", False))
     cfg["num_classes"] = 0 if features_only else num_classes
     model = build_model(
         spec, features_only=features_only,
         out_indices=out_indices if out_indices is not None else config.get("out_indices"),
-        num_classes=num_classes, in_chans=int(config.get("in_chans", in_chans)),
+        num_classes=num_classes, in_chans=int(in_chans),
         drop_rate=float(config.get("drop_rate", 0.2) if drop_rate is None else drop_rate),
         drop_path_rate=float(config.get("drop_path_rate", 0.2) if drop_path_rate is None
                              else drop_path_rate),

@@ -7,7 +7,9 @@ logits; both commands go through it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -21,6 +23,7 @@ from PIL import Image
 from .data.images import IMG_EXTENSIONS, load_image
 from .data.transforms import eval_transform
 from .errors import EffnetError
+from .limits import check_resolution
 from .model_factory import create_model
 from .weights.pretrained import is_pretrained_dir
 
@@ -63,6 +66,9 @@ def train_metadata(weights: Any) -> tuple[dict, dict] | None:
     try:
         with safe_open(str(weights), "pt") as f:
             meta = f.metadata() or {}
+    except Exception:  # safetensors' own errors: load_weights says what is wrong with the file
+        return None
+    try:
         if "num_classes" not in meta or "pretrained_cfg" not in meta:
             return None
         cfg = json.loads(meta["pretrained_cfg"])
@@ -79,16 +85,45 @@ def train_metadata(weights: Any) -> tuple[dict, dict] | None:
 
 def model_from_weights(name: str | None, weights: Any) -> torch.nn.Module:
     """create_model(name, pretrained=weights), where weights may also be a training run folder
-    or a run's .safetensors (its stored class count, channels and preprocessing are used)."""
+    or a run's .safetensors (its stored class count, channels and preprocessing are used).
+
+    For inference (predict, eval, export): weights whose classifier does not fit the model
+    (another class count or shape, which training would re-initialise) are refused, and so
+    is a model without a classifier.
+    """
     weights = run_weights(weights)
     found = train_metadata(weights)
-    if found is None:
-        return check_finite(create_model(name, pretrained=weights), weights)
-    kwargs, cfg = found
-    stored_name = kwargs.pop("name", None)
-    model = create_model(name or stored_name, pretrained=weights, **kwargs)
-    model.pretrained_cfg.update(cfg)
+    with _trained_classifier(weights):
+        if found is None:
+            model = create_model(name, pretrained=weights)
+        else:
+            kwargs, cfg = found
+            stored_name = kwargs.pop("name", None)
+            model = create_model(name or stored_name, pretrained=weights, **kwargs)
+            model.pretrained_cfg.update(cfg)
+    if not model.num_classes:
+        raise EffnetError(f"the model of {weights} has no classifier (num_classes 0): predict, "
+                          "eval and export need one; set num_classes in its config.json to the "
+                          "class count it was trained with")
     return check_finite(model, weights)
+
+
+@contextlib.contextmanager
+def _trained_classifier(weights: Any) -> Iterator[None]:
+    """Turn load_weights' 'classifier re-initialised' notice into an error (random outputs);
+    other notices pass through."""
+    from .weights import WeightsAdaptedWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", WeightsAdaptedWarning)
+        yield
+    for w in caught:
+        text = str(w.message)
+        if issubclass(w.category, WeightsAdaptedWarning) and "classifier" in text:
+            raise EffnetError(f"{text}; inference needs the trained classifier (a new one "
+                              f"gives random outputs): make num_classes in {weights}'s config "
+                              "match the weights, or fine-tune with `effnet train --pretrained`")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def check_finite(model: torch.nn.Module, source: Any) -> torch.nn.Module:
@@ -154,6 +189,7 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
     if size < MIN_IMAGE_SIZE:
         raise EffnetError(f"image size {size} (from {weights}) is too small: pass --image-size "
                           f"{MIN_IMAGE_SIZE} or more")
+    check_resolution(net, size)
     names = cfg.get("label_names")
     labels = (list(names) if names and len(names) == net.num_classes else
               imagenet_class_names() if net.num_classes == 1000 else None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .errors import EffnetError
+from .errors import EffnetError, check_int, check_number
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,42 @@ class StageSpec:
     def __post_init__(self) -> None:
         if self.block not in ("mbconv", "bottleneck"):
             raise EffnetError(f"unknown block type {self.block!r}: use 'mbconv' or 'bottleneck'")
-        if self.kernel < 1 or self.kernel % 2 == 0:
-            raise EffnetError(f"kernel must be a positive odd number, got {self.kernel}")
-        if self.stride not in (1, 2):
+        _odd(self.kernel, "kernel")
+        if check_int(self.stride, "stride", 1) not in (1, 2):
             raise EffnetError(f"stride must be 1 or 2, got {self.stride}")
-        if self.repeats < 1 or self.out_channels < 1:
-            raise EffnetError("repeats and out_channels must be >= 1")
+        check_number(self.expand_ratio, "expand_ratio", 0, low_open=True)
+        check_int(self.out_channels, "out_channels", 1)
+        check_int(self.repeats, "repeats", 1)
+        check_number(self.se_ratio, "se_ratio", 0, 1)
+
+
+def _odd(value: object, name: str) -> None:
+    if check_int(value, name, 1) % 2 == 0:
+        raise EffnetError(f"{name} must be a positive odd number, got {value}")
+
+
+def _check_network(spec: NetworkSpec) -> None:
+    """Type and range of every field of a NetworkSpec (a spec.json is data from anywhere)."""
+    if not isinstance(spec.name, str) or not spec.name:
+        raise EffnetError(f"name must be a non-empty string, got {spec.name!r}")
+    if not all(isinstance(s, StageSpec) for s in spec.stages):
+        raise EffnetError("stages must be StageSpec objects (in JSON: objects with block, "
+                          "kernel, stride, expand_ratio, out_channels, repeats, se_ratio)")
+    check_int(spec.stem_channels, "stem_channels", 1)
+    check_int(spec.head_channels, "head_channels", 0)
+    check_int(spec.stem_stride, "stem_stride", 1)
+    _odd(spec.stem_kernel, "stem_kernel")
+    if not isinstance(spec.activation, str):
+        raise EffnetError(f"activation must be a name such as 'silu', got {spec.activation!r}")
+    for flag in ("scale_stem_head", "fix_first_last_repeats"):
+        if not isinstance(getattr(spec, flag), bool):
+            raise EffnetError(f"{flag} must be true or false, got {getattr(spec, flag)!r}")
+    check_number(spec.width_mult, "width_mult", 0, low_open=True)
+    check_number(spec.depth_mult, "depth_mult", 0, low_open=True)
+    if spec.phi is not None:
+        check_number(spec.phi, "phi", -float("inf"))
+    if spec.base is not None and not isinstance(spec.base, str):
+        raise EffnetError(f"base must be a model name, got {spec.base!r}")
 
 
 @dataclass(frozen=True)
@@ -71,8 +101,14 @@ class NetworkSpec:
     def __post_init__(self) -> None:
         # Lists would make a frozen spec mutable after all: store tuples.
         object.__setattr__(self, "stages", tuple(self.stages))
+        _check_network(self)
         if self.coefficients is not None:
-            object.__setattr__(self, "coefficients", tuple(float(c) for c in self.coefficients))
+            coefficients = tuple(self.coefficients)
+            if len(coefficients) != 3:
+                raise EffnetError("coefficients must be (alpha, beta, gamma)")
+            object.__setattr__(self, "coefficients", tuple(
+                check_number(c, n, 0, low_open=True) for c, n in
+                zip(coefficients, ("alpha", "beta", "gamma"), strict=True)))
 
     @property
     def meta(self) -> dict[str, float | str]:
@@ -223,12 +259,14 @@ def load_spec(path) -> NetworkSpec:
     import json
     from pathlib import Path
 
+    from .io_utils import first_line
+
     p = Path(path)
     if not p.is_file():
         raise EffnetError(f"no spec file at {p}: give the spec.json that `effnet nas` wrote")
     try:
         data = json.loads(p.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise EffnetError(f"{p} is not JSON ({str(err).splitlines()[0][:120]}): give a "
-                          "spec.json written by `effnet nas`") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise EffnetError(f"{p} is not JSON that effnet reads ({first_line(err, 120)}): give "
+                          "a spec.json written by `effnet nas`") from None
     return spec_from_dict(data)

@@ -15,8 +15,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import warnings
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -40,15 +44,33 @@ def to_eight_bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8), mode="L")
 
 
+@contextlib.contextmanager
+def _regular_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """`path` opened for reading if it is a regular file (opened without blocking, then
+    checked: no window in which a FIFO could be swapped in)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise EffnetError(f"{path} is not a regular file (a FIFO, device or socket): "
+                              "skipped; give image files only")
+        yield f
+
+
 def open_image(path: str | os.PathLike) -> Image.Image:
-    """Decode `path` fully: upright (EXIF), 8 bits per channel; EffnetError if it cannot be."""
+    """Decode `path` fully: upright (EXIF), 8 bits per channel; EffnetError if it cannot be.
+
+    Only regular files are read: a FIFO, device or socket named like an image would block or
+    never end, and is refused instead.
+    """
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _regular_file(path) as f:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(f) as img:
                 img.load()
                 upright = ImageOps.exif_transpose(img)
         return to_eight_bit(upright)
+    except EffnetError:
+        raise
     except FileNotFoundError:
         raise EffnetError(f"image {path} not found") from None
     except Image.DecompressionBombError:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import EffnetError
+from ..errors import EffnetError, check_int
 from ..spec import NetworkSpec
 from .blocks import BLOCKS
 from .efficient import set_grad_checkpointing, set_memory_efficient
@@ -275,6 +275,7 @@ class EfficientNet(Trunk):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A fresh classifier for `num_classes` (0 removes it); `global_pool` 'avg' or ''."""
+        num_classes = check_int(num_classes, "num_classes", 0)
         if global_pool is not None:
             if global_pool not in ("avg", ""):
                 raise EffnetError(f"global_pool={global_pool!r} is not supported: use 'avg' "

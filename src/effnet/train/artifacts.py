@@ -28,9 +28,9 @@ from typing import Any
 from torch import nn
 
 from ..errors import EffnetError
-from .checkpoint import atomic_write, atomic_write_json, atomic_write_text, load_checkpoint
+from .checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint
 from .checkpoint import save_checkpoint as _save_checkpoint
-from .rundir import RunLock, check_new_run, remove_stale_temporaries
+from .rundir import RunLock, check_new_run, check_no_links, remove_stale_temporaries
 
 CSV_FIELDS = ["epoch", "step", "lr", "train_loss", "train_top1", "val_loss", "val_top1",
               "val_top5", "val_top1_raw", "test_top1", "test_top5", "epoch_s", "img_per_s"]
@@ -49,11 +49,11 @@ def csv_text(rows: list[dict]) -> str:
 
 def save_weights(model: nn.Module, path: str | Path, meta: dict | None = None) -> None:
     """Atomically write `model`'s state dict as safetensors, with `meta` as its metadata."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in (meta or {}).items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+    atomic_write_bytes(path, save(state, metadata=metadata))
 
 
 def save_run_weights(model: nn.Module, folder: Path, meta: dict) -> None:
@@ -136,6 +136,7 @@ class RunWriter:
         resuming = resume and ckpt is not None and ckpt.exists()
         if self._lock is not None:  # one writer per run folder; then its stale temporaries go
             self._lock.acquire()
+            check_no_links(self.out)  # type: ignore[arg-type]  # before any write or delete
             remove_stale_temporaries(self.out)  # type: ignore[arg-type]
             if not resuming:
                 check_new_run(self.out, force, resume)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from someone else cannot run code when resumed.
 
 from __future__ import annotations
 
+import io
 import pickle
 import random
 from pathlib import Path
@@ -16,7 +17,12 @@ import numpy as np
 import torch
 
 from ..errors import EffnetError
-from ..io_utils import atomic_write, atomic_write_json, atomic_write_text  # noqa: F401 (re-exported)
+from ..io_utils import (  # noqa: F401 (re-exported)
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
 
 
 def rng_state() -> dict:
@@ -47,8 +53,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """torch.save `state` atomically."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """torch.save `state` atomically (serialised in memory first: a full disk is a clean error)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "batch", "step")

@@ -3,6 +3,9 @@
 * :class:`RunLock` holds ``OUTPUT/.lock`` (the owner's PID and host) while a
   run writes; a second writer stops with a clear error, and a lock whose owner
   is dead (killed) is taken over.
+* :func:`check_no_links` refuses a run folder holding a symbolic link where the
+  run writes or deletes (``best/``, ``final/``, their files, ``last.pt``, ...):
+  effnet never writes or deletes through a link, into another folder.
 * :func:`check_new_run` refuses to start a new run over an existing one
   unless ``force`` (then the old run's files are removed first, so the folder
   never mixes two runs).
@@ -21,21 +24,12 @@ import socket
 from pathlib import Path
 
 from ..errors import EffnetError
+from ..io_utils import pid_alive
 from .recipes import Recipe
 
 LOCK_NAME = ".lock"
 RUN_FILES = ("last.pt", "metrics.csv", "summary.json", "best", "final", "tensorboard",
              "best.safetensors", "final.safetensors")  # the last two: runs written before best/
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 class RunLock:
@@ -78,7 +72,7 @@ class RunLock:
             return None
         if host and host != socket.gethostname():
             return f"process {pid} on {host}"
-        if pid == os.getpid() or not _pid_alive(pid):
+        if pid == os.getpid() or not pid_alive(pid):
             return None
         return f"process {pid}"
 
@@ -96,6 +90,24 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def check_no_links(folder: str | os.PathLike) -> None:
+    """Refuse a run folder where a file or folder the run writes or deletes is a symbolic link.
+
+    Checked before anything is written or deleted: a link would send the run's writes (or a
+    --force deletion) into the folder it points to.
+    """
+    folder = Path(folder)
+    places = [folder / n for n in (*RUN_FILES, "config.json")]
+    for sub in ("best", "final"):
+        if (folder / sub).is_dir() and not (folder / sub).is_symlink():
+            places += sorted((folder / sub).iterdir())
+    for path in places:
+        if path.is_symlink():
+            raise EffnetError(f"{path} is a symbolic link: effnet never writes or deletes "
+                              "through links in a run folder; replace it with a plain file or "
+                              "folder, or use another --output")
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

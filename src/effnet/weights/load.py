@@ -306,6 +306,14 @@ def load_weights(model: nn.Module, source: Any, layout: str = "auto",
                                                            adapted if adapt else None)
     if missing or unexpected or misshaped:
         raise _mismatch_error(ckpt, layout, how, model, missing, unexpected, misshaped)
+    current = model.state_dict()
+    not_float = [k for k, v in mapped.items()
+                 if current[k].is_floating_point() and not v.is_floating_point()]
+    if not_float:
+        raise EffnetError(f"checkpoint {ckpt.description} holds {mapped[not_float[0]].dtype} "
+                          f"weights ({_listing('tensors', not_float)}): effnet loads float "
+                          "weights only (float32, float16, bfloat16, float64); dequantize them "
+                          "where they were made")
 
     if layout == "effnet":
         padding, eps = _effnet_settings(ckpt)
@@ -315,7 +323,7 @@ def load_weights(model: nn.Module, source: Any, layout: str = "auto",
         set_padding(model, padding)
     if eps is not None:
         set_bn_eps(model, eps)
-    current = model.state_dict()
+    current = model.state_dict()  # again: padding and eps may have replaced modules
     full = {k: mapped.get(k, current[k]) for k in current}  # only num_batches_tracked can be absent
     model.load_state_dict(full, strict=True)
     config = ckpt.config if (ckpt.config or {}).get("format") == "effnet" else None

@@ -8,16 +8,19 @@ preprocessing (timm's pretrained_cfg). Nothing here imports effnet's modules.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Mapping
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import EffnetError
-from ..io_utils import atomic_path, atomic_write_json, first_line
+from ..errors import EffnetError, check_number
+from ..io_utils import atomic_write_bytes, atomic_write_json, first_line
 from .read import CONFIG_NAME, PACKAGED, WEIGHTS_NAME, read_json
 
 FORMAT_NAME = "effnet"
@@ -109,11 +112,27 @@ def spec_from_config(config: Mapping[str, Any]):
 
 
 def pretrained_cfg_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The preprocessing dict of a config.json, with tuples restored."""
-    cfg = dict(config.get("pretrained_cfg") or {})
-    for key in ("input_size", "mean", "std"):
-        if isinstance(cfg.get(key), list):
-            cfg[key] = tuple(cfg[key])
+    """The preprocessing dict of a config.json, with tuples restored; its types and lengths
+    checked (mean and std: one number, or one per input channel)."""
+    raw = config.get("pretrained_cfg", {})
+    if not isinstance(raw, Mapping):
+        raise EffnetError(f"pretrained_cfg in config.json must be an object, got "
+                          f"{type(raw).__name__}: save the model again with save_pretrained()")
+    cfg = dict(raw)
+    chans = config.get("in_chans", 3)
+    for key, lengths in (("input_size", {3}), ("mean", {1, 3, chans}), ("std", {1, 3, chans})):
+        if key not in cfg:
+            continue
+        value = cfg[key]
+        if not isinstance(value, list | tuple) or len(value) not in lengths:
+            raise EffnetError(f"pretrained_cfg.{key} in config.json must be a list of "
+                              f"{' or '.join(map(str, sorted(lengths)))} numbers, got {value!r}")
+        for v in value:
+            check_number(v, f"pretrained_cfg.{key}", -float("inf"))
+        cfg[key] = tuple(value)
+    for key in ("crop_pct",):
+        if key in cfg:
+            check_number(cfg[key], f"pretrained_cfg.{key}", -float("inf"))
     return cfg
 
 
@@ -125,18 +144,41 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Pat
     (pretrained_cfg), so `effnet.create_model(pretrained=directory)` rebuilds
     it without a name.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise EffnetError(f"{directory} is a file: save_pretrained needs a folder path")
     config = model_config(model)
+    # One id in both files: a folder whose two files come from different saves (a kill between
+    # the two renames) is refused on load instead of running weights under another config.
+    config["save_id"] = uuid.uuid4().hex
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": "pt", "effnet_format": FORMAT_NAME, "model_name": config["model_name"],
-                "padding": model.padding, "bn_eps": repr(float(model.bn_eps))}
-    with atomic_path(directory / WEIGHTS_NAME, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    atomic_write_json(directory / CONFIG_NAME, config)
+                "padding": model.padding, "bn_eps": repr(float(model.bn_eps)),
+                "effnet_save_id": config["save_id"]}
+    weights = directory / WEIGHTS_NAME
+    with _old_weights_kept(weights):
+        atomic_write_bytes(weights, save(tensors, metadata=metadata), suffix=".safetensors")
+        atomic_write_json(directory / CONFIG_NAME, config)
     return directory
 
 
+@contextlib.contextmanager
+def _old_weights_kept(weights: Path) -> Iterator[None]:
+    """Keep a hard link to the weights file being replaced; put it back if the body fails
+    (the config could not be written): the folder keeps its old pair."""
+    backup = weights.parent / f".{weights.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.old.tmp"
+    if weights.is_file():
+        try:
+            os.link(weights, backup)
+        except OSError:
+            shutil.copy2(weights, backup)
+    try:
+        yield
+    except BaseException:
+        if backup.exists():
+            os.replace(backup, weights)
+        raise
+    finally:
+        backup.unlink(missing_ok=True)

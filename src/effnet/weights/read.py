@@ -67,8 +67,8 @@ def packaged_weights_path() -> Path:
 def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise EffnetError(f"cannot read {path}: {err}; write it again with "
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise EffnetError(f"cannot read {path}: {first_line(err)}; write it again with "
                           "model.save_pretrained()") from None
     if not isinstance(data, dict):
         raise EffnetError(f"{path} does not hold a JSON object: write it again with "
@@ -107,6 +107,8 @@ def _read_dir(path: Path) -> Checkpoint:
     for name in (WEIGHTS_NAME, "pytorch_model.bin", "model.pth", "model.pt"):
         if (path / name).is_file():
             ckpt = _read_file(path / name)
+            if config is not None and config.get("format") == "effnet":
+                check_same_save(config, ckpt.metadata, path)
             ckpt.config = config
             ckpt.name_hint = " ".join(
                 s for s in (str((config or {}).get("architecture", "")), path.name,
@@ -114,6 +116,15 @@ def _read_dir(path: Path) -> Checkpoint:
             return ckpt
     raise EffnetError(f"{path} holds no weights file ({WEIGHTS_NAME} or pytorch_model.bin): "
                       "give the checkpoint file itself, or a folder from save_pretrained")
+
+
+def check_same_save(config: Mapping[str, Any], metadata: Mapping[str, str], where: Any) -> None:
+    """Refuse a save_pretrained folder whose weights and config.json come from different saves
+    (both name one; weights written by other tools name none and are not refused)."""
+    saved, weights = config.get("save_id"), metadata.get("effnet_save_id")
+    if saved is not None and weights is not None and weights != saved:
+        raise EffnetError(f"{where}: {WEIGHTS_NAME} and {CONFIG_NAME} come from different saves "
+                          "(a save was interrupted): save the model there again")
 
 
 def _read_file(path: Path) -> Checkpoint:
@@ -130,7 +141,7 @@ def _read_file(path: Path) -> Checkpoint:
                 for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
                     tensors[key] = f.get_tensor(key)
         except Exception as err:  # safetensors raises its own error types
-            raise EffnetError(f"cannot read safetensors file {path}: {problem} "
+            raise EffnetError(f"{path} is not a valid safetensors file: {problem} "
                               f"({first_line(err)})") from None
         state = tensors
     else:
