@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import random
 import statistics
@@ -147,6 +146,7 @@ def write_summary(out, models, done, args, recipe, wall, describe, write_json, w
     import torch
 
     import effnet
+    from effnet.bench.harness import machine_info
     from effnet.study.stats import compare
 
     seeds = range(args.seeds)
@@ -159,7 +159,7 @@ def write_summary(out, models, done, args, recipe, wall, describe, write_json, w
              "seeds": acc[k], "spec": describe(models[k][0])} for k in models]
     provenance = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.processor() or ''}",
+        "machine": machine_info(),
         "python": platform.python_version(), "torch": torch.__version__,
         "effnet": effnet.__version__, "command": "python " + " ".join(sys.argv),
         "workers": args.workers, "wall_s": wall, "recipe": recipe.as_dict()}

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from effnet.bench.harness import machine_info
 from effnet.search.trainer import ProxyData, Recipe, train_proxy
 from effnet.study.plan import scaled_by
 from effnet.study.presets import PRESETS
@@ -82,8 +82,7 @@ def main() -> None:
     result = {"bare_img_s": bare, "proxy_img_s": proxy, "ratio": p / b,
               "batch": recipe.batch_size, "resolution": scaled.resolution,
               "train_images": steps * recipe.batch_size, "threads": args.threads,
-              "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-              "date": time.strftime("%Y-%m-%d")}
+              "machine": machine_info()}
     Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 
 

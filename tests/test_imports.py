@@ -19,7 +19,7 @@ PACKAGE = SRC / "effnet"
 
 # Layers, lowest first. A module may import its own layer and the ones before it.
 LAYERS = [
-    ("effnet.errors", "effnet.io_utils", "effnet._lazy"),
+    ("effnet.errors", "effnet.io_utils", "effnet._lazy", "effnet.machine"),
     ("effnet.spec",),
     ("effnet.scaling",),
     ("effnet.zoo",),

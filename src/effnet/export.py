@@ -21,7 +21,7 @@ from torch import nn
 
 from .errors import EffnetError
 from .fast import quiet_tracing
-from .io_utils import atomic_path, atomic_write_bytes, atomic_write_json, first_line
+from .io_utils import atomic_path, atomic_write_bytes, atomic_write_json, cache_dir, first_line
 from .weights.pretrained import model_config
 from .weights.read import PACKAGED, WEIGHTS_NAME, packaged_weights_path
 
@@ -133,15 +133,6 @@ def max_onnx_difference(model: nn.Module, path: str | os.PathLike, image_size: i
         ref = model(x)
     model.train(was_training)
     return float(np.abs(ours - ref.numpy()).max())
-
-
-def cache_dir() -> Path:
-    """Where derived files go when their source's folder is not writable ($EFFNET_CACHE_DIR)."""
-    root = os.environ.get("EFFNET_CACHE_DIR")
-    if root:
-        return Path(root)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "effnet"
 
 
 def _weights_file(weights: Any) -> Path | None:

@@ -102,6 +102,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
         write(str(tmp))
 
 
+def cache_dir() -> Path:
+    """Where effnet keeps derived files ($EFFNET_CACHE_DIR, else $XDG_CACHE_HOME/effnet)."""
+    root = os.environ.get("EFFNET_CACHE_DIR")
+    if root:
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "effnet"
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` to `path` atomically."""
     with atomic_path(path) as tmp:

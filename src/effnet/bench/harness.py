@@ -6,7 +6,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io_utils import atomic_write_text
+from ..machine import cpu_model, onednn_isa
 from .records import Record
 
 
@@ -89,11 +89,17 @@ def describe_device(dev: torch.device) -> str:
     """The device in words: GPU name, or CPU model and thread count."""
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    name = ""
-    with contextlib.suppress(OSError):
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        name = m.group(1).strip() if m else ""
-    return f"{name or 'CPU'} ({os.cpu_count()} logical cores)"
+    return f"{cpu_model() or 'CPU'} ({os.cpu_count()} logical cores)"
+
+
+def machine_info() -> dict[str, Any]:
+    """What a timing was measured on: CPU model, the ISAs ATen and oneDNN use, threads, versions."""
+    return {"cpu": cpu_model(), "logical_cores": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_isa": onednn_isa(),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
 
 
 def format_table(result: Record) -> str:
@@ -106,8 +112,12 @@ def _json_default(obj: Any) -> Any:
 
 
 def write_json(result: Record | Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write a result (its `as_dict()`), or a dict that may hold results, as JSON atomically."""
-    data = result.as_dict() if isinstance(result, Record) else result
+    """Write a result (its `as_dict()`), or a dict that may hold results, as JSON atomically.
+
+    A "machine" entry (:func:`machine_info`) is added where the data has none.
+    """
+    data = result.as_dict() if isinstance(result, Record) else dict(result)
+    data.setdefault("machine", machine_info())
     atomic_write_text(path, json.dumps(data, indent=1, default=_json_default))
     return Path(path)
 

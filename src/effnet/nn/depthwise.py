@@ -13,9 +13,14 @@ this module removes, without changing what is computed beyond float rounding:
   (`x64:gemm:jit` in `ONEDNN_VERBOSE`), and with 16x16 channel blocks on
   AVX-512: 10-200x its forward on the small maps of the proxies and of B0 at
   32 px. Here it is a direct sum over pixels, vectorised along the channels of
-  a channels_last tensor (a small numba kernel, compiled once and cached),
-  used where it was measured faster (`DIRECT_MAX_PIXELS`, see
-  `benchmarks/bench_depthwise.py`). Forward and input gradient stay oneDNN's.
+  a channels_last tensor (a small numba kernel, compiled once and cached).
+  Which of the two computes a layer's weight gradient is measured, not
+  assumed: the first backward of each shape times both and keeps the faster
+  (which one wins depends on the ISA, the channels and the map size; see
+  `benchmarks/bench_depthwise.py`). The choices are kept on disk per CPU, ISA
+  and thread count (`depthwise-choices.json` in effnet's cache folder), so a
+  resumed run takes the same path as the run it continues. Forward and input
+  gradient stay oneDNN's.
 
 Modules keep nn.Conv2d's parameters and state-dict keys; under tracing, ONNX
 export and torch.compile they run a plain `F.conv2d`, so exported graphs
@@ -25,8 +30,10 @@ hold no custom op and no weight slice.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -35,10 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Output maps up to this many pixels take the direct weight gradient. Measured with
-# benchmarks/bench_depthwise.py: the direct sum wins on every map up to 7x7 (49 px) under
-# both AVX2 and AVX-512 dispatch, and oneDNN wins on 14x14 and larger 3x3 convs.
-DIRECT_MAX_PIXELS = 64
+from ..machine import cpu_model, onednn_isa
 
 BACKENDS = ("auto", "direct", "onednn")
 _ENV = "EFFNET_DEPTHWISE_GRAD"
@@ -115,13 +119,79 @@ def _backend() -> str:
     return name if name in BACKENDS else "auto"
 
 
-def _direct_ok(x: torch.Tensor, out_pixels: int) -> bool:
+def _direct_possible(x: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and _kernel() is not None)
+
+
+_CHOICES: dict[str, str] = {}
+_CHOICES_FILE = "depthwise-choices.json"
+
+
+def _choice_key(grad: torch.Tensor, x: torch.Tensor, kernel: tuple[int, ...],
+                stride: tuple[int, int], pads: Pads) -> str:
+    return "|".join(map(str, (cpu_model(), onednn_isa(), torch.get_num_threads(), x.dtype,
+                              tuple(x.shape), tuple(grad.shape[-2:]), kernel, stride, pads)))
+
+
+def _stored_choices() -> dict[str, str]:
+    from ..io_utils import cache_dir
+
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads((cache_dir() / _CHOICES_FILE).read_text())
+        if isinstance(data, dict):
+            return {str(k): str(v) for k, v in data.items()}
+    return {}
+
+
+def _store_choice(key: str, choice: str) -> None:
+    """Add one choice to the file, keeping every choice already there (first one wins)."""
+    from ..io_utils import atomic_write_json, cache_dir
+
+    with contextlib.suppress(OSError):
+        stored = _stored_choices()
+        if key not in stored:
+            atomic_write_json(cache_dir() / _CHOICES_FILE, {**stored, key: choice})
+
+
+def _fastest(fns: dict[str, Any], rounds: int = 3) -> tuple[str, Any]:
+    """The name of the fastest function (best of `rounds` timed calls after one warm-up call)
+    and its result; a tie goes to the first."""
+    results = {name: fn() for name, fn in fns.items()}  # warm-up: JIT compile, caches
+    best: dict[str, float] = {}
+    for name, fn in fns.items():
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        best[name] = min(times)
+    name = min(best, key=lambda n: (best[n], list(fns).index(n)))
+    return name, results[name]
+
+
+def _weight_grad(grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int],
+                 pads: Pads, onednn: Any) -> torch.Tensor:
+    """The weight gradient of the (cropped) conv: oneDNN's or the direct sum, as chosen."""
     backend = _backend()
-    if backend == "onednn" or x.device.type != "cpu":
-        return False
-    if x.dtype not in (torch.float32, torch.float64) or _kernel() is None:
-        return False
-    return backend == "direct" or out_pixels <= DIRECT_MAX_PIXELS
+    if backend == "onednn" or not _direct_possible(x):
+        return onednn()
+    kernel = tuple(w.shape[-2:])
+
+    def direct() -> torch.Tensor:
+        return direct_weight_grad(grad, x, kernel, stride, pads)  # type: ignore[arg-type]
+
+    if backend == "direct":
+        return direct()
+    key = _choice_key(grad, x, kernel, stride, pads)
+    choice = _CHOICES.get(key) or _stored_choices().get(key)
+    if choice is None:
+        choice, result = _fastest({"onednn": onednn, "direct": direct})
+        _CHOICES[key] = choice
+        _store_choice(key, choice)
+        return result
+    _CHOICES[key] = choice
+    return direct() if choice == "direct" else onednn()
 
 
 _KERNEL: Any = None
@@ -205,10 +275,7 @@ def depthwise_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
             top, bottom, left, right = cpads
             gx = F.pad(gx, (-left, -right, -top, -bottom))
     if mask[1]:
-        if _direct_ok(x, grad.shape[-2] * grad.shape[-1]):
-            gwc = direct_weight_grad(grad, x, tuple(w.shape[-2:]), stride, cpads)
-        else:
-            gwc = onednn([False, True, False])[1]
+        gwc = _weight_grad(grad, x, w, stride, cpads, lambda: onednn([False, True, False])[1])
         if gwc.shape == weight.shape:
             gw = gwc
         else:
