@@ -231,3 +231,21 @@ def test_the_measured_choice_is_stored_and_followed(tmp_path, monkeypatch):
         depthwise_conv2d(x, w, None, (1, 1), (1, 1, 1, 1)).sum().backward()
         assert bool(calls) == (forced == "direct")
         assert depthwise._CHOICES[key] == forced
+
+
+def test_bf16_autocast_training_step_runs_with_autograd_gradients():
+    """Under CPU autocast the conv runs in bfloat16 through plain autograd (the custom backward
+    is float32/float64 only): the step works and the weight gradient matches plain PyTorch's."""
+    torch.manual_seed(0)
+    conv = make_conv(16, 16, 5, groups=16)
+    x = torch.randn(4, 16, 2, 2).contiguous(memory_format=torch.channels_last)
+    plain = nn.Conv2d(16, 16, 5, padding=2, groups=16, bias=False)
+    plain.weight = nn.Parameter(conv.weight.detach().clone())
+    grads = []
+    for m in (conv, plain):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = m(x)
+        assert y.dtype == torch.bfloat16
+        y.float().square().sum().backward()
+        grads.append(m.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=2e-2, atol=2e-2)

@@ -6,11 +6,13 @@ No torch here: both come from /proc/cpuinfo and the environment.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from pathlib import Path
 
 
+@functools.cache
 def _cpuinfo(field: str) -> str:
     with contextlib.suppress(OSError):
         m = re.search(rf"^{field}\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
@@ -32,13 +34,8 @@ _ONEDNN_ISAS = (("sse41", {"sse4_1"}), ("avx", {"avx"}), ("avx2", {"avx2", "fma"
                 ("avx512_core_fp16", {"avx512_fp16"}), ("avx512_core_amx", {"amx_tile"}))
 
 
-def onednn_isa() -> str:
-    """The x86 ISA level oneDNN dispatches to here: the CPU's flags, capped by ONEDNN_MAX_CPU_ISA.
-
-    Derived, not asked of oneDNN (PyTorch does not expose it); `ONEDNN_VERBOSE=1`
-    names the kernels it really runs. The AVX2 vs AVX-512 line is what decides
-    which depthwise kernels it has (see effnet.nn.depthwise).
-    """
+@functools.cache
+def _onednn_isa(cap: str) -> str:
     flags = set(_cpuinfo("flags").split())
     names = [n for n, _ in _ONEDNN_ISAS]
     level = -1
@@ -46,7 +43,17 @@ def onednn_isa() -> str:
         if not need <= flags:
             break
         level = i
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").lower()
     if cap in names:
         level = min(level, names.index(cap))
     return names[level] if level >= 0 else "none"
+
+
+def onednn_isa() -> str:
+    """The x86 ISA level oneDNN dispatches to here: the CPU's flags, capped by ONEDNN_MAX_CPU_ISA.
+
+    Derived, not asked of oneDNN (PyTorch does not expose it); `ONEDNN_VERBOSE=1`
+    names the kernels it really runs. The AVX2 vs AVX-512 line is what decides
+    which depthwise kernels it has (see effnet.nn.depthwise).
+    """
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    return _onednn_isa(cap.lower())

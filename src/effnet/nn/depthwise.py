@@ -320,8 +320,8 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     """
     if _plain(x):
         return _conv(x, weight, bias, stride, pads)
-    if torch.is_grad_enabled() and x.device.type == "cpu" and (
-            x.requires_grad or weight.requires_grad):
+    if (torch.is_grad_enabled() and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+            and (x.requires_grad or weight.requires_grad)):
         return _DepthwiseConv.apply(x, weight, bias, stride, pads)
     return depthwise_forward(x, weight, bias, stride, pads)
 
