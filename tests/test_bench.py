@@ -127,6 +127,9 @@ def _row_line(text: str, impl: str) -> str:
     return line
 
 
+MACHINE_KEYS = {"cpu", "threads", "aten_cpu_capability", "onednn_isa", "torch", "date"}
+
+
 def test_inference_result_round_trips_json_and_formats_every_row(tmp_path):
     # Medians by hand: timm 0.5 s per batch of 2 -> 4 img/s; effnet 0.25 s -> 8 img/s, 2x timm.
     timm = bench.InferenceRow("timm", 2, (1.0, 0.5, 0.25), 0.0, gflops=3.0)
@@ -152,7 +155,9 @@ def test_inference_result_round_trips_json_and_formats_every_row(tmp_path):
     rows = [ln.split() for ln in text.splitlines()[2:]]
     assert rows[1] == ["effnet", "2", "8.0", "2.00", "6.0", "2.0e-06"]
     assert rows[2] == ["effnet", "4", "8.0", "nan", "1.5", "0.0e+00"]
-    assert json.loads(bench.write_json(res, tmp_path / "r.json").read_text()) == d
+    written = json.loads(bench.write_json(res, tmp_path / "r.json").read_text())
+    assert set(written.pop("machine")) >= MACHINE_KEYS  # every JSON says what it ran on
+    assert written == d
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.model = "b1"
 
@@ -186,8 +191,9 @@ def test_training_result_ratios_and_json_of_a_report_holding_records(tmp_path):
                                                              "2.00", "-", "nan", "8", "0.25"]
     # A combined report (benchmarks/gpu_check.py) may hold records: they are written as dicts.
     path = bench.write_json({"device": "test", "stages": {"training": res}}, tmp_path / "g.json")
-    assert json.loads(path.read_text()) == {"device": "test",
-                                            "stages": {"training": res.as_dict()}}
+    written = json.loads(path.read_text())
+    assert set(written.pop("machine")) >= MACHINE_KEYS
+    assert written == {"device": "test", "stages": {"training": res.as_dict()}}
 
 
 def test_table4_and_limits_results_compute_their_ratios():
@@ -228,3 +234,23 @@ def test_inference_runs_onnxruntime_on_the_same_weights():
                           repeats=1, min_time=0.0)
     assert [r.impl for r in res.rows] == ["effnet", "onnxruntime"]
     assert res.rows[1].max_abs_diff < 1e-3 and res.rows[1].images_per_s > 0
+
+
+@pytest.mark.parametrize("flags,cap,expected", [
+    ("sse4_1 avx avx2 fma avx512f avx512bw avx512vl avx512dq", "", "avx512_core"),
+    ("sse4_1 avx avx2 fma avx512f avx512bw avx512vl avx512dq", "AVX2", "avx2"),
+    ("sse4_1 avx avx2 fma", "", "avx2"),  # AMD Zen 1-3, Intel client chips
+    ("sse4_1 avx avx2 fma", "AVX512_CORE", "avx2"),  # a cap above the CPU changes nothing
+    ("sse4_1 avx avx2", "", "avx"),  # oneDNN's avx2 level needs FMA too
+])
+def test_onednn_isa_is_the_cpus_level_capped_by_the_environment(monkeypatch, flags, cap,
+                                                                  expected):
+    from effnet import machine
+
+    monkeypatch.setattr(machine, "_cpuinfo", lambda field: flags if field == "flags" else "")
+    machine._onednn_isa.cache_clear()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    try:
+        assert machine.onednn_isa() == expected
+    finally:
+        machine._onednn_isa.cache_clear()
