@@ -25,27 +25,27 @@ def cpu_model() -> str:
     return _cpuinfo("model name")
 
 
-# oneDNN's x86 ISA levels, lowest first, with the /proc/cpuinfo flags each needs on top of
-# the one before (oneDNN's cpu_isa_traits); ONEDNN_MAX_CPU_ISA caps the level it dispatches to.
-_ONEDNN_ISAS = (("sse41", {"sse4_1"}), ("avx", {"avx"}), ("avx2", {"avx2", "fma"}),
-                ("avx2_vnni", {"avx_vnni"}),
-                ("avx512_core", {"avx512f", "avx512bw", "avx512vl", "avx512dq"}),
-                ("avx512_core_vnni", {"avx512_vnni"}), ("avx512_core_bf16", {"avx512_bf16"}),
-                ("avx512_core_fp16", {"avx512_fp16"}), ("avx512_core_amx", {"amx_tile"}))
+_AVX2 = {"sse4_1", "avx", "avx2", "fma"}
+_AVX512 = _AVX2 | {"avx512f", "avx512bw", "avx512vl", "avx512dq"}
+# oneDNN's x86 ISA levels, lowest first, each with every /proc/cpuinfo flag it needs (oneDNN's
+# cpu_isa_traits); ONEDNN_MAX_CPU_ISA caps the level it dispatches to.
+_ONEDNN_ISAS = (("sse41", {"sse4_1"}), ("avx", {"sse4_1", "avx"}), ("avx2", _AVX2),
+                ("avx2_vnni", _AVX2 | {"avx_vnni"}), ("avx512_core", _AVX512),
+                ("avx512_core_vnni", _AVX512 | {"avx512_vnni"}),
+                ("avx512_core_bf16", _AVX512 | {"avx512_vnni", "avx512_bf16"}),
+                ("avx512_core_fp16", _AVX512 | {"avx512_vnni", "avx512_bf16", "avx512_fp16"}),
+                ("avx512_core_amx", _AVX512 | {"avx512_vnni", "avx512_bf16", "avx512_fp16",
+                                               "amx_tile"}))
 
 
 @functools.cache
 def _onednn_isa(cap: str) -> str:
     flags = set(_cpuinfo("flags").split())
     names = [n for n, _ in _ONEDNN_ISAS]
-    level = -1
-    for i, (_, need) in enumerate(_ONEDNN_ISAS):
-        if not need <= flags:
-            break
-        level = i
+    levels = [i for i, (_, need) in enumerate(_ONEDNN_ISAS) if need <= flags]
     if cap in names:
-        level = min(level, names.index(cap))
-    return names[level] if level >= 0 else "none"
+        levels = [i for i in levels if i <= names.index(cap)]
+    return names[max(levels)] if levels else "none"
 
 
 def onednn_isa() -> str:
