@@ -170,28 +170,27 @@ def _fastest(fns: dict[str, Any], rounds: int = 3) -> tuple[str, Any]:
     return name, results[name]
 
 
-def _weight_grad(grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int],
-                 pads: Pads, onednn: Any) -> torch.Tensor:
-    """The weight gradient of the (cropped) conv: oneDNN's or the direct sum, as chosen."""
+def _weight_grad_path(grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
+                      stride: tuple[int, int], pads: Pads, onednn: Any) -> str:
+    """'direct' or 'onednn': which computes the weight gradient of this (cropped) conv.
+
+    With 'auto', the first call for a shape times both (`onednn` computes oneDNN's
+    weight gradient) and keeps the faster; later calls and processes reuse the choice.
+    """
     backend = _backend()
     if backend == "onednn" or not _direct_possible(x):
-        return onednn()
-    kernel = tuple(w.shape[-2:])
-
-    def direct() -> torch.Tensor:
-        return direct_weight_grad(grad, x, kernel, stride, pads)  # type: ignore[arg-type]
-
+        return "onednn"
     if backend == "direct":
-        return direct()
+        return "direct"
+    kernel = tuple(w.shape[-2:])
     key = _choice_key(grad, x, kernel, stride, pads)
     choice = _CHOICES.get(key) or _stored_choices().get(key)
     if choice is None:
-        choice, result = _fastest({"onednn": onednn, "direct": direct})
-        _CHOICES[key] = choice
+        choice, _ = _fastest({"onednn": onednn, "direct": lambda: direct_weight_grad(
+            grad, x, kernel, stride, pads)})  # type: ignore[arg-type]
         _store_choice(key, choice)
-        return result
     _CHOICES[key] = choice
-    return direct() if choice == "direct" else onednn()
+    return choice
 
 
 _KERNEL: Any = None
@@ -268,14 +267,18 @@ def depthwise_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
         return torch.ops.aten.convolution_backward(grad, xin, w, None, list(stride), padding,
                                                    [1, 1], False, [0, 0], w.shape[0], which)
 
-    gx = gw = gb = None
-    if mask[0]:
-        gx = onednn([True, False, False])[0]
-        if xin is not x:  # the inverse of the padding (or cropping) of x
+    gx = gwc = gb = None
+    direct = mask[1] and _weight_grad_path(grad, x, w, stride, cpads,
+                                           lambda: onednn([False, True, False])[1]) == "direct"
+    if mask[0] or (mask[1] and not direct):  # one oneDNN call for all it computes
+        gx, gwc, _ = onednn([mask[0], mask[1] and not direct, False])
+        if gx is not None and xin is not x:  # the inverse of the padding (or cropping) of x
             top, bottom, left, right = cpads
             gx = F.pad(gx, (-left, -right, -top, -bottom))
-    if mask[1]:
-        gwc = _weight_grad(grad, x, w, stride, cpads, lambda: onednn([False, True, False])[1])
+    gw = None
+    if direct:
+        gwc = direct_weight_grad(grad, x, tuple(w.shape[-2:]), stride, cpads)  # type: ignore[arg-type]
+    if gwc is not None:
         if gwc.shape == weight.shape:
             gw = gwc
         else:
@@ -330,7 +333,11 @@ def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
                       stride: tuple[int, int], pads: Pads) -> torch.Tensor:
     """The depthwise conv with only the taps that meet data (see :func:`crop_window`)."""
     (rows, cols), cpads = _cropped(x, weight, stride, pads)
-    return _conv(x, weight[:, :, rows, cols], bias, stride, cpads)
+    w = weight[:, :, rows, cols]
+    if w.shape[-2:] == (1, 1) and not any(cpads):  # one tap left: a per-channel scale
+        y = x[:, :, ::stride[0], ::stride[1]] * w.reshape(1, -1, 1, 1)
+        return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+    return _conv(x, w, bias, stride, cpads)
 
 
 def is_depthwise(conv: nn.Module) -> bool:
