@@ -249,3 +249,25 @@ def test_bf16_autocast_training_step_runs_with_autograd_gradients():
         y.float().square().sum().backward()
         grads.append(m.weight.grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=2e-2, atol=2e-2)
+
+
+def test_a_layer_left_to_onednn_runs_plain_autograd_with_the_same_gradients(tmp_path,
+                                                                            monkeypatch):
+    """Once oneDNN is chosen for a shape, later steps skip the custom Function: the gradients
+    are bit-identical to the first step's (the same oneDNN call), so switching never changes
+    what is learned."""
+    from effnet.nn import depthwise
+
+    monkeypatch.setenv("EFFNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(depthwise, "_CHOICES", {})
+    x = torch.randn(4, 16, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(16, 1, 3, 3, requires_grad=True)
+    key = depthwise._choice_key(x, (3, 3), (1, 1), (1, 1, 1, 1))
+    (tmp_path / "depthwise-choices.json").write_text(json.dumps({key: "onednn"}))
+    grads, nodes = [], []
+    for _ in range(2):
+        y = depthwise_conv2d(x, w, None, (1, 1), (1, 1, 1, 1))
+        nodes.append(type(y.grad_fn).__name__)
+        grads.append(torch.autograd.grad(y, (x, w), torch.ones_like(y)))
+    assert nodes[0] != nodes[1] and "Convolution" in nodes[1]
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))

@@ -128,10 +128,11 @@ _CHOICES: dict[str, str] = {}
 _CHOICES_FILE = "depthwise-choices.json"
 
 
-def _choice_key(grad: torch.Tensor, x: torch.Tensor, kernel: tuple[int, ...],
-                stride: tuple[int, int], pads: Pads) -> str:
+def _choice_key(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, int],
+                pads: Pads) -> str:
+    """What a weight-gradient choice depends on: machine, threads, dtype and the conv's shape."""
     return "|".join(map(str, (cpu_model(), onednn_isa(), torch.get_num_threads(), x.dtype,
-                              tuple(x.shape), tuple(grad.shape[-2:]), kernel, stride, pads)))
+                              tuple(x.shape), kernel, stride, pads)))
 
 
 def _stored_choices() -> dict[str, str]:
@@ -183,7 +184,7 @@ def _weight_grad_path(grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
     if backend == "direct":
         return "direct"
     kernel = tuple(w.shape[-2:])
-    key = _choice_key(grad, x, kernel, stride, pads)
+    key = _choice_key(x, kernel, stride, pads)
     choice = _CHOICES.get(key) or _stored_choices().get(key)
     if choice is None:
         choice, _ = _fastest({"onednn": onednn, "direct": lambda: direct_weight_grad(
@@ -325,8 +326,22 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         return _conv(x, weight, bias, stride, pads)
     if (torch.is_grad_enabled() and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
             and (x.requires_grad or weight.requires_grad)):
+        (rows, cols), cpads = _cropped(x, weight, stride, pads)
+        kernel = (rows.stop - rows.start, cols.stop - cols.start)
+        if kernel == tuple(weight.shape[-2:]) and _onednn_known(x, kernel, stride, cpads):
+            # Nothing to crop and oneDNN computes the weight gradient: plain autograd, which
+            # makes the same oneDNN call as depthwise_backward would, without its overhead.
+            return _conv(x, weight, bias, stride, pads)
         return _DepthwiseConv.apply(x, weight, bias, stride, pads)
     return depthwise_forward(x, weight, bias, stride, pads)
+
+
+def _onednn_known(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                  pads: Pads) -> bool:
+    """True where oneDNN is known to compute this conv's weight gradient (forced or measured)."""
+    if _backend() == "onednn" or not _direct_possible(x):
+        return True
+    return _backend() == "auto" and _CHOICES.get(_choice_key(x, kernel, stride, pads)) == "onednn"
 
 
 def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
