@@ -338,3 +338,33 @@ def test_a_job_popped_by_a_worker_that_died_before_its_first_heartbeat_is_run(tm
     assert not worker.is_alive(), "the worker waits forever for the abandoned trial"
     assert out == expected(jobs)
     assert sorted(ran) == sorted(jobs)  # each once, the orphan's job included
+
+
+def test_a_job_marked_started_by_a_worker_that_died_before_its_first_heartbeat_is_run(
+        tmp_path):
+    # The gap after the one above: the worker reached its job (marked the trial started) and
+    # was killed before Optuna's heartbeat thread wrote its first beat. Neither "never started"
+    # nor stale to Optuna (no heartbeat at all): the other workers waited forever (seen as a
+    # 240 s hang of the killed-worker test on a slow box). mark_started writes a beat first.
+    from effnet.search.queue import mark_started
+
+    db = str(tmp_path / "q.db")
+    jobs = {"a": {"x": 2}, "b": {"x": 3}}
+    store = open_storage(db, heartbeat_interval=1, grace_period=2)
+    ran: list[str] = []
+
+    def work(ctx: JobContext) -> dict:
+        ran.append(ctx.key)
+        return square(ctx)
+
+    run_jobs(store, "s", jobs, work, identity={"a": 1}, max_jobs=0)  # queue only
+    orphan = optuna.load_study(study_name="s", storage=store).ask()
+    mark_started(orphan)  # reached its job, then "killed" before any heartbeat thread ran
+    out: dict = {}
+    worker = threading.Thread(daemon=True, target=lambda: out.update(
+        run_jobs(store, "s", jobs, work, identity={"a": 1}, poll_s=0.2)))
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the worker waits forever for the dead, marked trial"
+    assert out == expected(jobs)
+    assert sorted(ran) == sorted(jobs)

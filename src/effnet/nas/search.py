@@ -36,7 +36,7 @@ from typing import Any
 
 from ..errors import EffnetError
 from ..io_utils import first_line
-from ..search.queue import STARTED_ATTR, _fail_never_started
+from ..search.queue import _fail_never_started, mark_started
 from ..search.storage import GRACE_S, HEARTBEAT_S, _quiet_optuna, open_storage, storage_url
 from ..search.trainer import ProxyData, Trainer, train_proxy
 from ..spec import spec_to_dict
@@ -151,7 +151,7 @@ def _objective(cfg: NasConfig, n_trials: int, data: ProxyData, trainer: Trainer,
         if reason:
             trial.set_user_attr(SKIP_ATTR, reason)
             raise optuna.TrialPruned(reason)
-        trial.set_user_attr(STARTED_ATTR, trial.number)
+        mark_started(trial)
         spec = cfg.space.decode(cfg.space.suggest(trial), name=f"effnet-nas-{trial.number}")
         cost = proxy.measure(spec, *shapes)
         trial.set_user_attr("spec", spec_to_dict(spec))

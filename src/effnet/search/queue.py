@@ -228,7 +228,7 @@ def _objective(jobs: dict[str, dict], work: Callable[[JobContext], dict], outcom
         outcome.key = key
         ctx = JobContext(key, dict(jobs[key]), trial)
         trial.set_user_attr(PARTIAL_ATTR, {})  # a retried trial copies the dead attempt's attrs
-        trial.set_user_attr(STARTED_ATTR, trial.number)  # this attempt reached its job
+        mark_started(trial)
         try:
             result = work(ctx)
         except optuna.TrialPruned:
@@ -331,6 +331,21 @@ def _optimize_once(study, objective) -> bool:
             raise
         return False
     return True
+
+
+def mark_started(trial) -> None:
+    """Mark `trial` as having reached its job (STARTED_ATTR), after writing its first heartbeat.
+
+    Optuna's heartbeat thread writes its first beat a moment after the trial
+    starts; a worker killed after the mark but before that beat left a trial
+    that was neither "never started" (:func:`_fail_never_started`) nor stale to
+    Optuna (no heartbeat at all), and the other workers waited for it forever.
+    Writing one beat first closes that gap: a marked trial always has one.
+    """
+    storage = trial.storage
+    if getattr(storage, "get_heartbeat_interval", lambda: None)():
+        storage.record_heartbeat(trial._trial_id)  # Optuna exposes no public trial id here
+    trial.set_user_attr(STARTED_ATTR, trial.number)
 
 
 def _fail_never_started(study, store: RDBStorage) -> int:
