@@ -27,6 +27,7 @@ from effnet.search.queue import (
     JobContext,
     finished_jobs,
     job_states,
+    mark_started,
     open_storage,
     run_jobs,
     storage_url,
@@ -314,7 +315,12 @@ def test_a_killed_workers_job_is_retried_by_the_other_on_sqlite(tmp_path):
     _kill_one_mid_job_and_check_the_other_retries(f"sqlite:///{tmp_path / 'q.db'}", tmp_path)
 
 
-def test_a_job_popped_by_a_worker_that_died_before_its_first_heartbeat_is_run(tmp_path):
+@pytest.mark.parametrize("marked", [False, True])
+def test_a_job_popped_by_a_worker_that_died_before_its_first_heartbeat_is_run(tmp_path, marked):
+    # marked: the worker also reached its job (marked the trial started) before it was killed,
+    # still before Optuna's first heartbeat. Neither "never started" nor stale to Optuna (no
+    # heartbeat at all), the other workers waited forever (a 240 s hang of the killed-worker
+    # test on a slow run); mark_started writes a beat before the mark.
     # A worker killed between popping a trial and Optuna's first heartbeat leaves a RUNNING
     # trial with no heartbeat, which Optuna never calls stale. Simulate it: queue the jobs,
     # pop one trial by hand and abandon it. A later worker must still run every job, once.
@@ -330,6 +336,8 @@ def test_a_job_popped_by_a_worker_that_died_before_its_first_heartbeat_is_run(tm
     run_jobs(store, "s", jobs, work, identity={"a": 1}, max_jobs=0)  # queue only
     orphan = optuna.load_study(study_name="s", storage=store).ask()  # popped, then "killed"
     assert orphan.user_attrs["job"] in jobs
+    if marked:
+        mark_started(orphan)
     out: dict = {}
     worker = threading.Thread(daemon=True, target=lambda: out.update(
         run_jobs(store, "s", jobs, work, identity={"a": 1}, poll_s=0.2)))
@@ -339,32 +347,3 @@ def test_a_job_popped_by_a_worker_that_died_before_its_first_heartbeat_is_run(tm
     assert out == expected(jobs)
     assert sorted(ran) == sorted(jobs)  # each once, the orphan's job included
 
-
-def test_a_job_marked_started_by_a_worker_that_died_before_its_first_heartbeat_is_run(
-        tmp_path):
-    # The gap after the one above: the worker reached its job (marked the trial started) and
-    # was killed before Optuna's heartbeat thread wrote its first beat. Neither "never started"
-    # nor stale to Optuna (no heartbeat at all): the other workers waited forever (seen as a
-    # 240 s hang of the killed-worker test on a slow box). mark_started writes a beat first.
-    from effnet.search.queue import mark_started
-
-    db = str(tmp_path / "q.db")
-    jobs = {"a": {"x": 2}, "b": {"x": 3}}
-    store = open_storage(db, heartbeat_interval=1, grace_period=2)
-    ran: list[str] = []
-
-    def work(ctx: JobContext) -> dict:
-        ran.append(ctx.key)
-        return square(ctx)
-
-    run_jobs(store, "s", jobs, work, identity={"a": 1}, max_jobs=0)  # queue only
-    orphan = optuna.load_study(study_name="s", storage=store).ask()
-    mark_started(orphan)  # reached its job, then "killed" before any heartbeat thread ran
-    out: dict = {}
-    worker = threading.Thread(daemon=True, target=lambda: out.update(
-        run_jobs(store, "s", jobs, work, identity={"a": 1}, poll_s=0.2)))
-    worker.start()
-    worker.join(timeout=60)
-    assert not worker.is_alive(), "the worker waits forever for the dead, marked trial"
-    assert out == expected(jobs)
-    assert sorted(ran) == sorted(jobs)
