@@ -33,19 +33,20 @@ from torch import nn
 
 from effnet.bench.harness import machine_info, time_alternating, write_json
 from effnet.bench.references import reference_models
-from effnet.nn.layers import DepthwiseConv2d, DepthwiseConv2dSame
+from effnet.nn.layers import Conv2dSame, DepthwiseConv2d, DepthwiseConv2dSame
 from effnet.study.plan import scaled_by
 from effnet.study.presets import PRESETS
 
-DW = (DepthwiseConv2d, DepthwiseConv2dSame)
+# effnet's depthwise classes and the plain classes they specialise (effnet before them).
+PLAIN = {DepthwiseConv2d: nn.Conv2d, DepthwiseConv2dSame: Conv2dSame}
+DW = tuple(PLAIN)
 
 
 def plain_copy(model: nn.Module) -> nn.Module:
     """A copy of `model` whose depthwise convs are plain nn.Conv2d (effnet before this path)."""
     m = copy.deepcopy(model)
     for mod in m.modules():
-        if type(mod) is DepthwiseConv2d:
-            mod.__class__ = nn.Conv2d
+        mod.__class__ = PLAIN.get(type(mod), type(mod))
     return m
 
 
@@ -75,11 +76,13 @@ def depthwise_inputs(model: nn.Module, x: torch.Tensor) -> list[tuple[nn.Conv2d,
 
 def time_layer(conv: nn.Conv2d, shape: tuple, repeats: int) -> dict:
     """Forward and backward ms of `conv` and of a plain nn.Conv2d copy, on one random batch."""
-    plain = copy.deepcopy(conv)
-    plain.__class__ = nn.Conv2d if type(conv) is DepthwiseConv2d else conv.__class__.__mro__[1]
+    plain = plain_copy(conv)
     x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_()
     fns, outs = {}, {}
     for name, m in (("effnet", conv), ("nn.Conv2d", plain)):
+        # A first step makes effnet's per-shape choice (measured in its first backward), so the
+        # timed graph is the one every later step runs.
+        torch.autograd.grad(m(x).sum(), (x, m.weight))
         y = m(x)
         g = torch.randn_like(y)
         outs[name] = torch.autograd.grad(y, (x, m.weight), g, retain_graph=True)
@@ -118,7 +121,7 @@ def layers_part(repeats: int) -> dict:
     return out
 
 
-def sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adamw: bool = False):
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adamw: bool = False):
     """One training step: forward, cross-entropy, backward, SGD (or AdamW) update."""
     opt = (torch.optim.AdamW(model.parameters(), lr=1e-3) if adamw
            else torch.optim.SGD(model.parameters(), lr=1e-5, momentum=0.9))
@@ -143,7 +146,7 @@ def steps_part(repeats: int) -> dict:
         x = torch.randn(batch, 3, res, res, generator=g).contiguous(
             memory_format=torch.channels_last)
         y = torch.randint(0, 1000, (batch,), generator=g)
-        steps = {k: sgd_step(m.to(memory_format=torch.channels_last).train(), x, y)
+        steps = {k: train_step(m.to(memory_format=torch.channels_last).train(), x, y)
                  for k, m in models.items()}
         t = {k: statistics.median(v) for k, v in
              time_alternating(steps, repeats, min_time=0.0, warmup=1).items()}
@@ -162,7 +165,7 @@ def proxy_part(repeats: int) -> dict:
     models = {"effnet": model, "effnet-plain-dw": plain_copy(model)}
     x = torch.randn(batch, 1, res, res).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
-    steps = {k: sgd_step(m.to(memory_format=torch.channels_last).train(), x, y, adamw=True)
+    steps = {k: train_step(m.to(memory_format=torch.channels_last).train(), x, y, adamw=True)
              for k, m in models.items()}
     t = {k: statistics.median(v) for k, v in
          time_alternating(steps, repeats, min_time=0.3, warmup=2).items()}

@@ -30,6 +30,7 @@ hold no custom op and no weight slice.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import threading
@@ -40,7 +41,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..machine import cpu_model, onednn_isa
 
@@ -124,15 +124,31 @@ def _direct_possible(x: torch.Tensor) -> bool:
             and _kernel() is not None)
 
 
-_CHOICES: dict[str, str] = {}
+Key = tuple  # (threads, dtype, input shape, cropped kernel, stride, cropped pads)
+_CHOICES: dict[Key, str] = {}
 _CHOICES_FILE = "depthwise-choices.json"
 
 
 def _choice_key(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, int],
-                pads: Pads) -> str:
-    """What a weight-gradient choice depends on: machine, threads, dtype and the conv's shape."""
-    return "|".join(map(str, (cpu_model(), onednn_isa(), torch.get_num_threads(), x.dtype,
-                              tuple(x.shape), kernel, stride, pads)))
+                pads: Pads) -> Key:
+    """What a weight-gradient choice depends on within a process: threads, dtype, shape."""
+    return (torch.get_num_threads(), x.dtype, tuple(x.shape), kernel, stride, pads)
+
+
+def _stored_key(key: Key) -> str:
+    """The key in the choices file, which other processes and machines share: CPU and ISA too."""
+    return "|".join(map(str, (cpu_model(), onednn_isa(), *key)))
+
+
+def _known_path(key: Key, x: torch.Tensor) -> str | None:
+    """'direct' or 'onednn' where it is forced, the only one possible or already chosen in this
+    process; None where it is still to be looked up or measured."""
+    backend = _backend()
+    if backend == "onednn" or not _direct_possible(x):
+        return "onednn"
+    if backend == "direct":
+        return "direct"
+    return _CHOICES.get(key)
 
 
 def _stored_choices() -> dict[str, str]:
@@ -175,39 +191,32 @@ def _weight_grad_path(grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
                       stride: tuple[int, int], pads: Pads, onednn: Any) -> str:
     """'direct' or 'onednn': which computes the weight gradient of this (cropped) conv.
 
-    With 'auto', the first call for a shape times both (`onednn` computes oneDNN's
-    weight gradient) and keeps the faster; later calls and processes reuse the choice.
+    With 'auto', the first call for a shape on this machine times both (`onednn`
+    computes oneDNN's weight gradient) and keeps the faster; later calls and
+    processes reuse the choice.
     """
-    backend = _backend()
-    if backend == "onednn" or not _direct_possible(x):
-        return "onednn"
-    if backend == "direct":
-        return "direct"
     kernel = tuple(w.shape[-2:])
     key = _choice_key(x, kernel, stride, pads)
-    choice = _CHOICES.get(key) or _stored_choices().get(key)
+    choice = _known_path(key, x)
     if choice is None:
-        choice, _ = _fastest({"onednn": onednn, "direct": lambda: direct_weight_grad(
-            grad, x, kernel, stride, pads)})  # type: ignore[arg-type]
-        _store_choice(key, choice)
-    _CHOICES[key] = choice
+        stored = _stored_key(key)
+        choice = _stored_choices().get(stored)
+        if choice is None:
+            choice, _ = _fastest({"onednn": onednn, "direct": lambda: direct_weight_grad(
+                grad, x, kernel, stride, pads)})  # type: ignore[arg-type]
+            _store_choice(stored, choice)
+        _CHOICES[key] = choice
     return choice
 
 
-_KERNEL: Any = None
-
-
+@functools.cache
 def _kernel() -> Any:
-    """The numba kernel, compiled on first use (None where numba is missing)."""
-    global _KERNEL
-    if _KERNEL is None:
-        try:
-            from ._depthwise_kernel import weight_grad_nhwc
-        except ImportError:  # numba missing: oneDNN's path everywhere
-            _KERNEL = False
-        else:
-            _KERNEL = weight_grad_nhwc
-    return _KERNEL or None
+    """The numba kernel, compiled on first use (None where numba is missing: oneDNN everywhere)."""
+    try:
+        from ._depthwise_kernel import weight_grad_nhwc
+    except ImportError:
+        return None
+    return weight_grad_nhwc
 
 
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None
@@ -268,7 +277,7 @@ def depthwise_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
         return torch.ops.aten.convolution_backward(grad, xin, w, None, list(stride), padding,
                                                    [1, 1], False, [0, 0], w.shape[0], which)
 
-    gx = gwc = gb = None
+    gx = gwc = gw = gb = None
     direct = mask[1] and _weight_grad_path(grad, x, w, stride, cpads,
                                            lambda: onednn([False, True, False])[1]) == "direct"
     if mask[0] or (mask[1] and not direct):  # one oneDNN call for all it computes
@@ -276,7 +285,6 @@ def depthwise_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
         if gx is not None and xin is not x:  # the inverse of the padding (or cropping) of x
             top, bottom, left, right = cpads
             gx = F.pad(gx, (-left, -right, -top, -bottom))
-    gw = None
     if direct:
         gwc = direct_weight_grad(grad, x, tuple(w.shape[-2:]), stride, cpads)  # type: ignore[arg-type]
     if gwc is not None:
@@ -328,20 +336,13 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
             and (x.requires_grad or weight.requires_grad)):
         (rows, cols), cpads = _cropped(x, weight, stride, pads)
         kernel = (rows.stop - rows.start, cols.stop - cols.start)
-        if kernel == tuple(weight.shape[-2:]) and _onednn_known(x, kernel, stride, cpads):
+        if (kernel == tuple(weight.shape[-2:])
+                and _known_path(_choice_key(x, kernel, stride, cpads), x) == "onednn"):
             # Nothing to crop and oneDNN computes the weight gradient: plain autograd, which
             # makes the same oneDNN call as depthwise_backward would, without its overhead.
             return _conv(x, weight, bias, stride, pads)
         return _DepthwiseConv.apply(x, weight, bias, stride, pads)
     return depthwise_forward(x, weight, bias, stride, pads)
-
-
-def _onednn_known(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-                  pads: Pads) -> bool:
-    """True where oneDNN is known to compute this conv's weight gradient (forced or measured)."""
-    if _backend() == "onednn" or not _direct_possible(x):
-        return True
-    return _backend() == "auto" and _CHOICES.get(_choice_key(x, kernel, stride, pads)) == "onednn"
 
 
 def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -354,9 +355,3 @@ def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
         return y if bias is None else y + bias.reshape(1, -1, 1, 1)
     return _conv(x, w, bias, stride, cpads)
 
-
-def is_depthwise(conv: nn.Module) -> bool:
-    """True for a conv this module runs: groups = in = out channels, dilation 1."""
-    return (isinstance(conv, nn.Conv2d) and conv.groups == conv.in_channels == conv.out_channels
-            and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
-            and not isinstance(conv.padding, str))

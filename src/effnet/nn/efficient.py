@@ -38,7 +38,6 @@ from .layers import (
     SqueezeExcite,
     activation_name,
     apply_activation,
-    same_padding,
 )
 
 
@@ -120,10 +119,7 @@ class _ConvGeometry:
         self.stride, self.dilation, self.groups = conv.stride, conv.dilation, conv.groups
         self.pad: tuple[int, int, int, int] | None = None
         if isinstance(conv, Conv2dSame):
-            top, bottom = same_padding(x.shape[-2], conv.kernel_size[0], conv.stride[0],
-                                       conv.dilation[0])
-            left, right = same_padding(x.shape[-1], conv.kernel_size[1], conv.stride[1],
-                                       conv.dilation[1])
+            top, bottom, left, right = conv.same_pads(x)
             if top or bottom or left or right:
                 self.pad = (left, right, top, bottom)
             self.padding = (0, 0)

@@ -70,6 +70,9 @@ class Conv2dSame(nn.Conv2d):
         return top, bottom, left, right
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._same_forward(x)
+
+    def _same_forward(self, x: torch.Tensor) -> torch.Tensor:
         top, bottom, left, right = self.same_pads(x)
         if top or bottom or left or right:
             x = F.pad(x, (left, right, top, bottom))
@@ -102,9 +105,7 @@ class DepthwiseConv2dSame(Conv2dSame):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():
-            top, bottom, left, right = self.same_pads(x)
-            return self._conv_forward(F.pad(x, (left, right, top, bottom)), self.weight,
-                                      self.bias)
+            return self._same_forward(x)
         return self._depthwise(x)
 
     @torch.jit.unused
