@@ -120,15 +120,78 @@ def test_float32_gradients_within_1e4_of_autograd(backend, shape, k, s):
         assert err < 1e-4
 
 
-def test_direct_gradient_does_not_depend_on_the_thread_count():
+# The C kernel's vector path (16 channels at a time, kernel rows of up to 7 taps), its plain
+# tail (the channels past the last multiple of 16, kernels wider than 7) and SAME padding.
+TAIL_CASES = [((16, 20, 7, 7), 5, 1, (2, 2, 2, 2)), ((16, 8, 14, 14), 3, 1, (1, 1, 1, 1)),
+              ((8, 40, 7, 7), 5, 2, (1, 2, 1, 2)), ((8, 33, 6, 6), 3, 2, (0, 1, 0, 1)),
+              ((4, 24, 9, 9), 9, 1, (4, 4, 4, 4)), ((4, 32, 11, 11), 7, 2, (3, 3, 3, 3))]
+
+
+@pytest.mark.parametrize("shape,k,s,pads", TAIL_CASES)
+def test_direct_float32_gradient_on_channel_tails_wide_kernels_and_same_padding(shape, k, s,
+                                                                               pads):
     torch.manual_seed(0)
-    x = torch.randn(16, 96, 4, 4).contiguous(memory_format=torch.channels_last)
-    g = torch.randn(16, 96, 4, 4).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(shape[1], 1, k, k, requires_grad=True)
+    ref = _reference(x.double(), w.double(), None, (s, s), pads)
+    gw_ref, = torch.autograd.grad(ref, (w,), g := torch.randn_like(ref))
+    with weight_grad_backend("direct"):
+        gw, = torch.autograd.grad(depthwise_conv2d(x, w, None, (s, s), pads), (w,), g.float())
+    assert (gw.double() - gw_ref).abs().max() / gw_ref.abs().max() < 1e-4
+
+
+def test_without_a_c_compiler_the_weight_gradient_stays_onednns(tmp_path, monkeypatch):
+    from effnet.nn import native
+
+    monkeypatch.setenv("EFFNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", "false")  # a compiler that fails: nothing is built or left behind
+    monkeypatch.setattr(native.sysconfig, "get_config_var", lambda name: None)
+    monkeypatch.setattr(native.shutil, "which", lambda cmd: "/bin/false" if cmd == "false"
+                        else None)
+    native.weight_grad_kernel.cache_clear()
+    try:
+        assert native.weight_grad_kernel() is None
+        assert not any(p.is_file() for p in tmp_path.rglob("*"))
+        x = torch.randn(8, 32, 4, 4).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(32, 1, 5, 5, requires_grad=True)
+        x.requires_grad_()
+        ref = _reference(x.double(), w.double(), None, (1, 1), (2,) * 4)
+        g = torch.randn_like(ref)
+        exp = torch.autograd.grad(ref, (x, w), g)
+        got = torch.autograd.grad(depthwise_conv2d(x, w, None, (1, 1), (2,) * 4), (x, w),
+                                  g.float())
+        for a, b in zip(got, exp, strict=True):
+            assert (a.double() - b).abs().max() / b.abs().max() < 1e-4
+    finally:
+        native.weight_grad_kernel.cache_clear()
+
+
+def test_the_c_kernel_is_built_once_into_the_cache_folder(tmp_path, monkeypatch):
+    from effnet.nn import native
+
+    monkeypatch.setenv("EFFNET_CACHE_DIR", str(tmp_path))
+    native.weight_grad_kernel.cache_clear()
+    try:
+        assert native.weight_grad_kernel() is not None  # this machine has a C compiler
+        built = sorted(p.name for p in (tmp_path / "native").iterdir())
+        assert len(built) == 1 and built[0].endswith(".so")
+        native.weight_grad_kernel.cache_clear()
+        assert native.weight_grad_kernel() is not None
+        assert sorted(p.name for p in (tmp_path / "native").iterdir()) == built
+    finally:
+        native.weight_grad_kernel.cache_clear()
+
+
+@pytest.mark.parametrize("channels", [96, 40])
+def test_direct_gradient_does_not_depend_on_the_thread_count(channels):
+    torch.manual_seed(0)
+    x = torch.randn(16, channels, 4, 4).contiguous(memory_format=torch.channels_last)
+    g = torch.randn(16, channels, 4, 4).contiguous(memory_format=torch.channels_last)
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         one = direct_weight_grad(g, x, (5, 5), (1, 1), (2, 2, 2, 2))
-        torch.set_num_threads(2)
+        torch.set_num_threads(3)
         two = direct_weight_grad(g, x, (5, 5), (1, 1), (2, 2, 2, 2))
     finally:
         torch.set_num_threads(old)

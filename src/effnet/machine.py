@@ -25,6 +25,11 @@ def cpu_model() -> str:
     return _cpuinfo("model name")
 
 
+def cpu_flags() -> str:
+    """The CPU's feature flags from /proc/cpuinfo, space-separated ('' where it cannot be read)."""
+    return _cpuinfo("flags")
+
+
 _AVX2 = {"sse4_1", "avx", "avx2", "fma"}
 _AVX512 = _AVX2 | {"avx512f", "avx512bw", "avx512vl", "avx512dq"}
 # oneDNN's x86 ISA levels, lowest first, each with every /proc/cpuinfo flag it needs (oneDNN's

@@ -13,7 +13,9 @@ this module removes, without changing what is computed beyond float rounding:
   (`x64:gemm:jit` in `ONEDNN_VERBOSE`), and with 16x16 channel blocks on
   AVX-512: 10-200x its forward on the small maps of the proxies and of B0 at
   32 px. Here it is a direct sum over pixels, vectorised along the channels of
-  a channels_last tensor (a small numba kernel, compiled once and cached).
+  a channels_last tensor, with the taps of a kernel row in registers (a small C
+  kernel, `_dwgrad.c`, built with the machine's compiler on first use: see
+  :mod:`effnet.nn.native`).
   Which of the two computes a layer's weight gradient is measured, not
   assumed: the first backward of each shape times both and keeps the faster
   (which one wins depends on the ISA, the channels and the map size; see
@@ -30,7 +32,6 @@ hold no custom op and no weight slice.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import threading
@@ -43,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..machine import cpu_model, onednn_isa
+from .native import weight_grad_kernel
 
 BACKENDS = ("auto", "direct", "onednn")
 _ENV = "EFFNET_DEPTHWISE_GRAD"
@@ -121,7 +123,7 @@ def _backend() -> str:
 
 def _direct_possible(x: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and _kernel() is not None)
+            and weight_grad_kernel() is not None)
 
 
 Key = tuple  # (threads, dtype, input shape, cropped kernel, stride, cropped pads)
@@ -209,16 +211,6 @@ def _weight_grad_path(grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
     return choice
 
 
-@functools.cache
-def _kernel() -> Any:
-    """The numba kernel, compiled on first use (None where numba is missing: oneDNN everywhere)."""
-    try:
-        from ._depthwise_kernel import weight_grad_nhwc
-    except ImportError:
-        return None
-    return weight_grad_nhwc
-
-
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None
 
 
@@ -240,25 +232,28 @@ def direct_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: tuple[int, i
     split between torch's intra-op threads; the result does not depend on
     their number.
     """
-    kern = _kernel()
-    if kern is None:
-        raise RuntimeError("the direct depthwise gradient needs numba")
-    xn = x.detach().contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
-    gn = grad.detach().contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
-    c = xn.shape[-1]
-    out = torch.empty(kernel[0], kernel[1], c, dtype=x.dtype)
-    xa, ga, oa = xn.numpy(), gn.numpy(), out.numpy()
-    args = (stride[0], stride[1], pads[0], pads[2])
-    threads = max(1, min(torch.get_num_threads(), c // 16))
+    kernels = weight_grad_kernel()
+    if kernels is None:
+        raise RuntimeError("the direct depthwise gradient needs a C compiler (cc, gcc or clang)")
+    kern = kernels[x.dtype]
+    n, c, h, w = x.shape
+    oh, ow = grad.shape[-2:]
+    xn = x.detach().contiguous(memory_format=torch.channels_last)
+    gn = grad.detach().contiguous(memory_format=torch.channels_last)
+    out = torch.zeros(kernel[0], kernel[1], c, dtype=torch.float64)
+    args = (xn.data_ptr(), gn.data_ptr(), out.data_ptr(), n, h, w, c, oh, ow, *kernel, *stride,
+            pads[0], pads[2])
+    blocks = -(-c // 16)  # the kernel vectorises 16 channels at a time
+    threads = max(1, min(torch.get_num_threads(), blocks))
     if threads == 1:
-        kern(xa, ga, oa, *args, 0, c)
+        kern(*args, 0, c)
     else:
-        bounds = [round(i * c / threads) for i in range(threads + 1)]
-        jobs = [_pool(threads).submit(kern, xa, ga, oa, *args, lo, hi)
+        bounds = [min(c, 16 * round(i * blocks / threads)) for i in range(threads + 1)]
+        jobs = [_pool(threads).submit(kern, *args, lo, hi)
                 for lo, hi in zip(bounds, bounds[1:], strict=False)]
         for job in jobs:
             job.result()
-    return out.permute(2, 0, 1).unsqueeze(1)
+    return out.to(x.dtype).permute(2, 0, 1).unsqueeze(1)
 
 
 def depthwise_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
