@@ -11,8 +11,6 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 
-import torch
-
 from . import (
     commands_bench,
     commands_io,
@@ -21,13 +19,13 @@ from . import (
     commands_study,
     commands_train,
 )
+from .cost import spec_cost
 from .errors import EffnetError
 from .io_utils import first_line
-from .model_factory import create_model, list_models
-from .profile import count_macs, count_params, profile
+from .limits import check_model_size
 from .scaling import CompoundScaling
 from .spec import is_spec_path, load_spec
-from .zoo import MODELS, canonical_name
+from .zoo import MODELS, canonical_name, compound_scaled, list_models
 
 # Each feature area registers its own subcommands: register(subparsers) -> None.
 PLUGINS = [commands_io, commands_train, commands_bench, commands_search, commands_study,
@@ -48,9 +46,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     print("-" * len(head))
     for name in names:
         e = MODELS[name]
-        with torch.device("meta"):  # counts need shapes only, not memory
-            m = create_model(name)
-        params, macs = count_params(m), count_macs(m, e.resolution)
+        cost = spec_cost(e.spec, e.resolution)  # closed form, exact (no model built)
+        params, macs = cost.params, cost.macs
         print(f"{name:<7}{e.width_mult:>6.1f}{e.depth_mult:>6.1f}{e.resolution:>5}"
               f"{e.dropout:>6.1f}{params / 1e6:>11.2f}{_fmt_m(e.paper_params_m, 1, 1):>7}"
               f"{macs / 1e9:>9.3f}{_fmt_m(e.paper_macs_b, 1, 2):>7}")
@@ -61,6 +58,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     """Parameters, MACs and activation memory of one model."""
+    from .model_factory import create_model
+    from .profile import profile
+
     if args.num_classes < 1:
         raise EffnetError(f"--num-classes {args.num_classes} must be >= 1")
     if args.resolution is not None and args.resolution < MIN_RESOLUTION:
@@ -101,9 +101,9 @@ def cmd_scale(args: argparse.Namespace) -> int:
     """Compound-scaling coefficients for phi and the scaled model's params and MACs."""
     spec_file = args.base if is_spec_path(args.base) else None
     base = "b0" if spec_file else canonical_name(args.base)
-    what = {"spec": spec_file} if spec_file else {"name": base}
+    base_spec = load_spec(spec_file) if spec_file else MODELS[base].spec
     if spec_file:
-        print(f"base: {load_spec(spec_file).name} from {spec_file} (B0's 224 px)")
+        print(f"base: {base_spec.name} from {spec_file} (B0's 224 px)")
     scaling = CompoundScaling(args.alpha, args.beta, args.gamma)
     if args.from_search:  # step 2 of the paper: the grid search's best (alpha, beta, gamma)
         from .search.results import best_coefficients
@@ -115,16 +115,14 @@ def cmd_scale(args: argparse.Namespace) -> int:
           f"alpha*beta^2*gamma^2={scaling.flops_factor:.4f} (paper Eq. 3: ~2)")
     print(f"{'phi':>6}{'depth':>8}{'width':>8}{'res':>6}{'params(M)':>11}{'MACs(B)':>9}"
           f"{'x base':>8}")
-    base_macs = None
+    base_macs = spec_cost(base_spec, MODELS[base].resolution).macs
     for phi in parse_phis(args.phi):
         c = scaling.coefficients(phi, MODELS[base].resolution)
-        with torch.device("meta"):
-            m = create_model(**what, phi=phi, scaling=scaling)
-            macs = count_macs(m, c.resolution)
-            if base_macs is None:
-                base_macs = count_macs(create_model(**what), MODELS[base].resolution)
+        spec = (scaling.scale(base_spec, phi) if spec_file
+                else compound_scaled(base, phi, scaling)[0])
+        cost = check_model_size(spec, c.resolution, activations=False)  # exact params and MACs
         print(f"{phi:>6g}{c.depth_mult:>8.3f}{c.width_mult:>8.3f}{c.resolution:>6}"
-              f"{count_params(m) / 1e6:>11.2f}{macs / 1e9:>9.3f}{macs / base_macs:>8.2f}")
+              f"{cost.params / 1e6:>11.2f}{cost.macs / 1e9:>9.3f}{cost.macs / base_macs:>8.2f}")
     return 0
 
 
@@ -204,6 +202,12 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _out_of_memory() -> tuple[type[BaseException], ...]:
+    """torch's out-of-memory error where a command imported torch (not for models, scale)."""
+    torch = sys.modules.get("torch")
+    return (torch.OutOfMemoryError,) if torch is not None else ()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `effnet` command."""
     args = build_parser().parse_args(argv)
@@ -214,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Mistakes a user can make, and the machine refusing (missing file, full disk, device out of
     # memory): one line, exit 2. ValueError is what the library raises for bad arguments
     # (EffnetError is one). Anything else is a bug in effnet: its traceback shows.
-    except (EffnetError, ValueError, OSError, torch.OutOfMemoryError) as err:
+    except (EffnetError, ValueError, OSError, *_out_of_memory()) as err:
         print(f"effnet: error: {first_line(err, limit=2000)}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as err:

@@ -2,11 +2,11 @@
 
 A spec can ask for more than a machine holds (``effnet scale --phi 100``, a
 config.json with 10^7 repeats): building it would grow memory until the
-process is killed. :func:`check_model_size` estimates the parameter count
-(exact for the layers effnet builds: convs, BN, SE, head, classifier), the
-number of blocks, and the activation memory of one image (roughly: what a
-forward keeps per block) and refuses a model over the limits, which the user
-can raise with environment variables:
+process is killed. :func:`check_model_size` takes the exact parameter and
+multiply-add counts (:mod:`effnet.cost`) and the number of blocks, estimates the
+activation memory of one image (roughly: what a forward keeps per block) and
+refuses a model over the limits, which the user can raise with environment
+variables:
 
 * ``EFFNET_MAX_PARAMS`` (default 2e9: 8 GB of float32 weights; L2 has 480M)
 * ``EFFNET_MAX_BLOCKS`` (default 10000; B7 has 55, L2 about 120)
@@ -26,6 +26,7 @@ import math
 import os
 from dataclasses import dataclass
 
+from .cost import spec_cost
 from .errors import EffnetError
 from .spec import NetworkSpec
 
@@ -45,15 +46,6 @@ class SizeEstimate:
     macs: int = 0
 
 
-def _conv(cin: int, cout: int, k: int, groups: int = 1) -> int:
-    return cin // groups * cout * k * k + 2 * cout  # conv weight + BN gamma, beta
-
-
-def _macs(cin: int, cout: int, k: int, size: int, groups: int = 1) -> int:
-    """Multiply-adds of a conv producing a size x size map."""
-    return cin // groups * cout * k * k * size * size
-
-
 def check_kernel(kernel: int, size: int, where: str) -> None:
     """Refuse a kernel larger than the map it meets (see the module docstring)."""
     if kernel > max(SMALL_KERNEL, 2 * size - 1):
@@ -62,65 +54,41 @@ def check_kernel(kernel: int, size: int, where: str) -> None:
                           "kernel or a larger resolution")
 
 
-def _block(st, cin: int, size: int, stride: int) -> tuple[int, float, int, int]:
-    """(parameters, activation elements, output size, MACs) of one block of stage `st`."""
+def _block_activations(st, cin: int, size: int, stride: int) -> tuple[float, int]:
+    """(activation elements, output size) of one block of stage `st`.
+
+    Kept per block: input, expanded maps before and after the kxk conv (conv, BN,
+    activation each), output.
+    """
     out_size = math.ceil(size / stride)
-    params = macs = 0
-    if st.block == "mbconv":
-        mid = int(round(cin * st.expand_ratio))
-        if st.expand_ratio != 1:
-            params += _conv(cin, mid, 1)
-            macs += _macs(cin, mid, 1, size)
-        params += _conv(mid, mid, st.kernel, groups=mid)
-        macs += _macs(mid, mid, st.kernel, out_size, groups=mid)
-    else:  # bottleneck
-        mid = max(1, int(round(st.out_channels * st.expand_ratio)))
-        params += _conv(cin, mid, 1) + _conv(mid, mid, st.kernel)
-        macs += _macs(cin, mid, 1, size) + _macs(mid, mid, st.kernel, out_size)
-        if stride != 1 or cin != st.out_channels:
-            params += _conv(cin, st.out_channels, 1)
-            macs += _macs(cin, st.out_channels, 1, out_size)
-    if st.se_ratio > 0:
-        red = max(1, int(cin * st.se_ratio))
-        params += 2 * mid * red + red + mid
-        macs += 2 * mid * red
-    params += _conv(mid, st.out_channels, 1)
-    macs += _macs(mid, st.out_channels, 1, out_size)
-    # kept per block: input, expanded maps before and after the kxk conv (conv, BN, activation
-    # each), output
+    mid = (int(round(cin * st.expand_ratio)) if st.block == "mbconv"
+           else max(1, int(round(st.out_channels * st.expand_ratio))))
     act = (cin * size**2 + 3 * mid * (size**2 + out_size**2)
            + 2 * st.out_channels * out_size**2)
-    return params, float(act), out_size, macs
+    return float(act), out_size
 
 
 def estimate_size(spec: NetworkSpec, resolution: int, in_chans: int = 3,
                   num_classes: int = 1000) -> SizeEstimate:
     """Estimate what building `spec` costs, without building it; EffnetError for a kernel
-    larger than the map it meets."""
+    larger than the map it meets. Parameters and MACs are exact (:func:`effnet.cost.spec_cost`)."""
     check_kernel(spec.stem_kernel, resolution, f"{spec.name}'s stem")
     size = math.ceil(resolution / spec.stem_stride)
-    params = _conv(in_chans, spec.stem_channels, spec.stem_kernel)
-    macs = _macs(in_chans, spec.stem_channels, spec.stem_kernel, size)
     act = float(in_chans * resolution**2 + spec.stem_channels * size**2)
     cin = spec.stem_channels
     for i, st in enumerate(spec.stages):
         check_kernel(st.kernel, size, f"{spec.name}'s stage {i + 1}")
         # the first block of a stage changes channels and stride; the other repeats - 1 are alike
-        p0, a0, size_out, m0 = _block(st, cin, size, st.stride)
-        p1, a1, _, m1 = _block(st, st.out_channels, size_out, 1)
-        params += p0 + (st.repeats - 1) * p1
+        a0, size_out = _block_activations(st, cin, size, st.stride)
+        a1, _ = _block_activations(st, st.out_channels, size_out, 1)
         act += a0 + (st.repeats - 1) * a1
-        macs += m0 + (st.repeats - 1) * m1
         cin, size = st.out_channels, size_out
     if spec.head_channels:
-        params += _conv(cin, spec.head_channels, 1)
-        macs += _macs(cin, spec.head_channels, 1, size)
         act += 3 * spec.head_channels * size**2
-        cin = spec.head_channels
-    params += cin * num_classes + num_classes
-    macs += cin * num_classes
-    return SizeEstimate(params=params, blocks=spec.num_blocks, activation_bytes=4.0 * act,
-                        macs=macs)
+    # below 1 px the caller refuses the size in its own words: count as at 1 px until then
+    cost = spec_cost(spec, max(1, resolution), in_chans, num_classes)
+    return SizeEstimate(params=cost.params, blocks=spec.num_blocks, activation_bytes=4.0 * act,
+                        macs=cost.macs)
 
 
 def _limit(name: str) -> float:

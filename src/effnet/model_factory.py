@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -24,14 +23,14 @@ from .weights.pretrained import (
     spec_from_config,
 )
 from .weights.read import PACKAGED
-from .zoo import MODELS, canonical_name
+from .zoo import (  # list_models: re-exported
+    MODELS,
+    canonical_name,
+    compound_scaled,
+    list_models,  # noqa: F401
+)
 
 Model = EfficientNet | EfficientNetFeatures
-
-
-def list_models(pattern: str = "*") -> list[str]:
-    """Names of the named models (b0..b8, l2, lite0..lite4), filtered by a glob pattern."""
-    return [n for n in MODELS if fnmatch.fnmatch(n, pattern)]
 
 
 def create_model(name: str | None = None, pretrained: Any = None, num_classes: int | None = None,
@@ -91,11 +90,7 @@ def create_model(name: str | None = None, pretrained: Any = None, num_classes: i
         raise EffnetError(f"unknown padding {padding!r}: use one of {', '.join(PADDING_MODES)}")
     cfg = entry.pretrained_cfg()
     if phi is not None:
-        if entry.width_mult != 1.0 or entry.depth_mult != 1.0:
-            raise EffnetError(f"phi scales a baseline: use name='b0' or 'lite0', not {name!r}")
-        scaling = scaling or CompoundScaling()
-        resolution = scaling.coefficients(phi, entry.resolution).resolution
-        spec = scaling.scale(entry.base, phi, base_name=entry.name)
+        spec, resolution = compound_scaled(name, phi, scaling)
         cfg["input_size"] = (3, resolution, resolution)
         cfg["crop_pct"] = eval_crop_pct(resolution)
     else:

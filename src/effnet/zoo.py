@@ -8,10 +8,11 @@ integer phi: the paper's B1..B7 were hand-rounded.
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 
 from .errors import EffnetError
-from .scaling import scale
+from .scaling import CompoundScaling, scale
 from .spec import EFFICIENTNET_B0, EFFICIENTNET_LITE, NetworkSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -103,3 +104,19 @@ def canonical_name(name: str) -> str:
                          "(the prefix 'efficientnet_' is accepted too)")
     return key
 
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of the named models (b0..b8, l2, lite0..lite4), filtered by a glob pattern."""
+    return [n for n in MODELS if fnmatch.fnmatch(n, pattern)]
+
+
+def compound_scaled(name: str, phi: float,
+                    scaling: CompoundScaling | None = None) -> tuple[NetworkSpec, int]:
+    """The baseline `name` (b0 or lite0) compound-scaled by `phi` (paper Eq. 3), and its
+    input resolution; `scaling` defaults to the paper's alpha=1.2, beta=1.1, gamma=1.15."""
+    entry = MODELS[canonical_name(name)]
+    if entry.width_mult != 1.0 or entry.depth_mult != 1.0:
+        raise EffnetError(f"phi scales a baseline: use name='b0' or 'lite0', not {name!r}")
+    scaling = scaling or CompoundScaling()
+    resolution = scaling.coefficients(phi, entry.resolution).resolution
+    return scaling.scale(entry.base, phi, base_name=entry.name), resolution
