@@ -43,6 +43,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..cost import crop_window
 from ..machine import cpu_model, onednn_isa
 from .native import weight_grad_kernel
 
@@ -51,28 +52,6 @@ _ENV = "EFFNET_DEPTHWISE_GRAD"
 _state = threading.local()
 
 Pads = tuple[int, int, int, int]  # (top, bottom, left, right)
-
-
-def crop_window(size: int, kernel: int, stride: int, before: int,
-                after: int) -> tuple[int, int, int, int]:
-    """The taps of a 1-D conv that meet data, and the padding that keeps the output.
-
-    For an input of `size`, padded by `before` / `after`, returns `(lo, hi,
-    new_before, new_after)`: taps lo..hi (inclusive) are the only ones any
-    output reads real input with, and a conv with just those taps, padded by
-    `new_before` / `new_after`, gives the same output size and values. A
-    negative `new_after` means the last input rows are never read.
-    """
-    out = (size + before + after - kernel) // stride + 1
-    lo = max(0, before - (out - 1) * stride)
-    hi = min(kernel - 1, size - 1 + before)
-    if lo == 0 and hi == kernel - 1:
-        return 0, kernel - 1, before, after
-    new_before = before - lo
-    new_after = (out - 1) * stride + (hi - lo + 1) - size - new_before
-    if new_after < new_before <= new_after + stride - 1:
-        new_after = new_before  # any pad in that range gives `out`: keep it symmetric
-    return lo, hi, new_before, new_after
 
 
 def _cropped(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
