@@ -17,13 +17,14 @@ Run it twice to see both oneDNN dispatches: natively and with `ONEDNN_MAX_CPU_IS
 CPU). The JSON records the CPU model and the ISAs ATen and oneDNN use.
 
 Usage: python benchmarks/bench_depthwise.py [--threads 1] [--repeats 5] [--parts 1,2,3]
-       [--json PATH]   (default benchmarks/results/depthwise_<onednn isa>.json)
+       [--json PATH]   (default benchmarks/results/depthwise_<cpu>_<onednn isa>.json)
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import re
 import statistics
 from pathlib import Path
 
@@ -197,8 +198,9 @@ def main() -> None:
         result["steps"] = steps_part(args.repeats)
     if 3 in parts:
         result["proxy_step"] = proxy_part(args.repeats)
+    cpu = "-".join(re.sub(r"\(.*?\)", "", machine["cpu"]).lower().split()[:2]) or "cpu"
     path = args.json or (Path(__file__).parent / "results" /
-                         f"depthwise_{machine['onednn_isa']}.json")
+                         f"depthwise_{cpu}_{machine['onednn_isa']}.json")
     print(f"wrote {write_json(result, path)}")
 
 
