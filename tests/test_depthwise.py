@@ -166,6 +166,19 @@ def test_without_a_c_compiler_the_weight_gradient_stays_onednns(tmp_path, monkey
         native.weight_grad_kernel.cache_clear()
 
 
+def test_a_cache_folder_that_cannot_be_written_leaves_onednns_path(tmp_path, monkeypatch):
+    from effnet.nn import native
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("EFFNET_CACHE_DIR", str(blocker / "cache"))  # below a file: no mkdir
+    native.weight_grad_kernel.cache_clear()
+    try:
+        assert native.weight_grad_kernel() is None
+    finally:
+        native.weight_grad_kernel.cache_clear()
+
+
 def test_the_c_kernel_is_built_once_into_the_cache_folder(tmp_path, monkeypatch):
     from effnet.nn import native
 

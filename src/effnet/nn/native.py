@@ -38,9 +38,12 @@ def _compiler() -> list[str] | None:
 
 def _build(cc: list[str], out: Path) -> bool:
     """Compile the kernel to `out` (atomically: a temporary name, then a rename)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+        os.close(fd)
+    except OSError:  # a read-only or full cache folder: no kernel, oneDNN's path
+        return False
     try:
         done = subprocess.run([*cc, "-O3", "-march=native", "-shared", "-fPIC", "-o", tmp,
                                str(SOURCE)], capture_output=True, timeout=120)
