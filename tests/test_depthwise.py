@@ -84,7 +84,8 @@ def test_values_and_gradients_equal_plain_autograd_in_float64(backend, h, k, s, 
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("h,k,s", [(1, 5, 1), (2, 5, 1), (3, 3, 2), (4, 5, 2), (5, 3, 1)])
+@pytest.mark.parametrize("h,k,s", [(1, 5, 1), (2, 5, 1), (3, 3, 2), (4, 5, 2), (5, 3, 1),
+                                   (1, 3, 2), (3, 1, 2), (4, 1, 2)])  # the last 3: one tap
 def test_gradcheck(h, k, s):
     x = torch.randn(2, 3, h, h, dtype=torch.float64).contiguous(
         memory_format=torch.channels_last).requires_grad_()

@@ -235,6 +235,23 @@ def direct_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: tuple[int, i
     return out.to(x.dtype).permute(2, 0, 1).unsqueeze(1)
 
 
+def _scale_backward(grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
+                    stride: tuple[int, int], mask: tuple[bool, ...]
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Input and weight gradients of y = x[::sh, ::sw] * w, a conv cropped to one tap."""
+    gx = gw = None
+    if mask[0]:
+        gs = grad * w.reshape(1, -1, 1, 1)
+        if stride == (1, 1):
+            gx = gs
+        else:
+            gx = x.new_zeros(x.shape).contiguous(memory_format=torch.channels_last)
+            gx[:, :, ::stride[0], ::stride[1]] = gs
+    if mask[1]:
+        gw = (grad * x[:, :, ::stride[0], ::stride[1]]).sum((0, 2, 3)).reshape(w.shape)
+    return gx, gw
+
+
 def depthwise_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                        stride: tuple[int, int], pads: Pads,
                        mask: tuple[bool, bool, bool]) -> tuple[torch.Tensor | None, ...]:
@@ -252,13 +269,17 @@ def depthwise_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
                                                    [1, 1], False, [0, 0], w.shape[0], which)
 
     gx = gwc = gw = gb = None
-    direct = mask[1] and _weight_grad_path(grad, x, w, stride, cpads,
-                                           lambda: onednn([False, True, False])[1]) == "direct"
-    if mask[0] or (mask[1] and not direct):  # one oneDNN call for all it computes
-        gx, gwc, _ = onednn([mask[0], mask[1] and not direct, False])
-        if gx is not None and xin is not x:  # the inverse of the padding (or cropping) of x
-            top, bottom, left, right = cpads
-            gx = F.pad(gx, (-left, -right, -top, -bottom))
+    direct = False
+    if w.shape[-2:] == (1, 1) and not any(cpads):  # depthwise_forward's per-channel scale
+        gx, gwc = _scale_backward(grad, x, w, stride, mask)
+    else:
+        direct = mask[1] and _weight_grad_path(grad, x, w, stride, cpads,
+                                               lambda: onednn([False, True, False])[1]) == "direct"
+        if mask[0] or (mask[1] and not direct):  # one oneDNN call for all it computes
+            gx, gwc, _ = onednn([mask[0], mask[1] and not direct, False])
+            if gx is not None and xin is not x:  # the inverse of the padding (or cropping) of x
+                top, bottom, left, right = cpads
+                gx = F.pad(gx, (-left, -right, -top, -bottom))
     if direct:
         gwc = direct_weight_grad(grad, x, tuple(w.shape[-2:]), stride, cpads)  # type: ignore[arg-type]
     if gwc is not None:
