@@ -79,13 +79,14 @@ def time_layer(conv: nn.Conv2d, shape: tuple, repeats: int) -> dict:
     """Forward and backward ms of `conv` and of a plain nn.Conv2d copy, on one random batch."""
     plain = plain_copy(conv)
     x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_()
+    g = None
     fns, outs = {}, {}
     for name, m in (("effnet", conv), ("nn.Conv2d", plain)):
         # A first step makes effnet's per-shape choice (measured in its first backward), so the
         # timed graph is the one every later step runs.
         torch.autograd.grad(m(x).sum(), (x, m.weight))
         y = m(x)
-        g = torch.randn_like(y)
+        g = torch.randn_like(y) if g is None else g  # one output gradient for both
         outs[name] = torch.autograd.grad(y, (x, m.weight), g, retain_graph=True)
         fns[f"{name} fwd"] = (lambda m=m: m(x))
         fns[f"{name} bwd"] = (lambda y=y, m=m, g=g:
