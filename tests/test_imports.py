@@ -27,6 +27,7 @@ LAYERS = [
     ("effnet.weights",),
     ("effnet.limits", "effnet.model_factory", "effnet.profile", "effnet.fast", "effnet.export"),
     ("effnet.data", "effnet.train", "effnet.predict", "effnet.evaluate"),
+    ("effnet.proxy",),
     ("effnet.search", "effnet.bench"),
     ("effnet.study", "effnet.nas"),
     ("effnet.cli", "effnet.commands_", "effnet.__main__"),

@@ -54,7 +54,7 @@ def _check_dataset(name: str) -> None:
 
 def _space(base: str):
     from .nas.space import SearchSpace
-    from .search.candidates import baseline
+    from .proxy.candidates import baseline
 
     try:
         return SearchSpace(base=baseline(base))
@@ -104,7 +104,7 @@ def cmd_nas(args: argparse.Namespace) -> int:
     """Search a baseline (paper Sec. 4) and write spec.json, trials.csv, the plot, report.md."""
     from .nas.report import write_report
     from .nas.search import load_result, run_workers
-    from .search.trainer import load_trainer
+    from .proxy.trainer import load_trainer
 
     _quiet()
     cfg = nas_config(args)
@@ -149,7 +149,7 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
                           f"{args.phi!r}: e.g. --phi 1..3")
     if args.workers < 1:
         raise EffnetError(f"--workers must be >= 1, got {args.workers}")
-    from .search.trainer import load_trainer
+    from .proxy.trainer import load_trainer
 
     load_trainer(args.trainer)
     t0 = time.perf_counter()

@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import EffnetError
+from ..proxy.candidates import Scaled
+from ..proxy.trainer import ProxyRecipe
 from ..scaling import CompoundScaling
-from .candidates import Scaled
 from .grid import GridPoint, enumerate_grid
-from .trainer import Recipe
 
 DEFAULT_STUDY = "effnet-search"
 KIND = "grid-search"  # the identity of a grid-search study says so (one storage holds many)
@@ -39,7 +39,7 @@ class SearchConfig:
     tolerance: float = 0.1
     max_value: float | None = None
     seeds: int = 2
-    recipe: Recipe = field(default_factory=Recipe)
+    recipe: ProxyRecipe = field(default_factory=ProxyRecipe)
     mac_tolerance: float | None = 0.25
 
     def __post_init__(self) -> None:
