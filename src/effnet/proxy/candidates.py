@@ -4,7 +4,7 @@ Every proxy model of the grid search, the study and the baseline search is
 built here (:meth:`Scaled.build`, the proxy network's settings in one place),
 from a baseline scaled by :func:`effnet.scaling.scale`,
 and its parameters and multiply-adds are *measured* on the built module
-(:func:`effnet.profile.count_macs`), never computed from the
+(:func:`effnet.profiling.count_macs`), never computed from the
 alpha * beta^2 * gamma^2 formula: channel rounding to multiples of 8,
 repeat rounding by ceil and the discrete feature-map sizes at small
 resolutions all move the real cost away from the formula.
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..nn.model import EfficientNet
-from ..profile import count_macs, count_params
+from ..profiling import count_macs, count_params
 from ..scaling import scale, scaled_resolution  # noqa: F401 (re-exported)
 from ..spec import BASELINES, NetworkSpec, is_spec_path, load_spec
 

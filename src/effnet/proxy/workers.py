@@ -2,7 +2,8 @@
 
 * :func:`quiet_optuna`: hides Optuna's experimental-feature warnings (heartbeats,
   the retry callback, TPE's ``constant_liar``) and, with `level`, its log lines;
-* :func:`start_worker`: what a spawned worker process sets first;
+* :func:`optuna_warnings_only`, :func:`start_worker`: what a command or a spawned worker
+  process sets first;
 * :func:`run_parallel`: the same function in several spawned processes, or in this one.
 """
 
@@ -36,14 +37,20 @@ def quiet_optuna(level: int | None = None) -> Iterator[None]:
             optuna.logging.set_verbosity(before)
 
 
+def optuna_warnings_only() -> None:
+    """Optuna logs warnings and errors only, from now on (not a line per trial)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def start_worker(threads: int = 1) -> None:
     """Set up a worker process: `threads` torch threads, Optuna's notices off (a spawned
     process starts with the defaults)."""
-    import optuna
     import torch
 
     torch.set_num_threads(max(1, threads))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna_warnings_only()
 
 
 def run_parallel(fn: Callable[..., Any], calls: list[tuple]) -> list[Any]:

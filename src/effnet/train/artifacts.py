@@ -90,7 +90,7 @@ def summary(model: nn.Module, *, model_name: str | None, image_size: int | None,
             batch_size: int, history: list[dict], best_epoch: int | None, steps: int,
             wall: float) -> dict:
     """summary.json: the model, its cost, the budget, and the best and final epoch's metrics."""
-    from ..profile import count_macs, count_params
+    from ..profiling import count_macs, count_params
 
     macs = None
     if image_size:

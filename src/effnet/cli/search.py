@@ -1,12 +1,14 @@
-"""`effnet` subcommands of issue 5 (compound scaling search and study): search, study."""
+"""`effnet search`: the alpha/beta/gamma grid search (paper Sec. 3.3, step 1)."""
 
 from __future__ import annotations
 
 import argparse
 import math
 
-from .errors import EffnetError
-from .spec import BASELINES, is_spec_path, load_spec
+from ..errors import EffnetError
+from ..proxy.workers import optuna_warnings_only
+from ..spec import BASELINES, is_spec_path, load_spec
+from .options import add_heartbeat_options, check_heartbeat_options
 
 
 def _mac_tolerance(text: str) -> float | None:
@@ -18,17 +20,11 @@ def _mac_tolerance(text: str) -> float | None:
     return value
 
 
-def _quiet() -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
 def _recipe(args: argparse.Namespace):
     """The proxy recipe from the flags; --recipe FIELD=VALUE,... sets any other field."""
     from dataclasses import fields
 
-    from .proxy.trainer import ProxyRecipe
+    from ..proxy.trainer import ProxyRecipe
 
     kinds = {f.name: f.type for f in fields(ProxyRecipe)}
     values: dict = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
@@ -59,11 +55,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     """The alpha/beta/gamma grid search (paper Sec. 3.3, step 1)."""
     import torch
 
-    _quiet()
-    from .proxy.trainer import ProxyData, load_trainer
-    from .search.config import SearchConfig
-    from .search.results import format_table, pruning_saving, write_results
-    from .search.run import run_search
+    optuna_warnings_only()
+    from ..proxy.trainer import ProxyData, load_trainer
+    from ..search.config import SearchConfig
+    from ..search.results import format_table, pruning_saving, write_results
+    from ..search.run import run_search
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -117,30 +113,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_heartbeat_options(p: argparse.ArgumentParser) -> None:
-    """--heartbeat-interval and --grace-period of the shared Optuna storage (search, nas)."""
-    from .proxy.storage import GRACE_S, HEARTBEAT_S
-
-    p.add_argument("--heartbeat-interval", type=int, default=HEARTBEAT_S,
-                   help=f"seconds between a worker's heartbeats (default {HEARTBEAT_S})")
-    p.add_argument("--grace-period", type=int, default=GRACE_S,
-                   help="seconds without a heartbeat after which a worker counts as dead and "
-                   f"its job is run again (default {GRACE_S})")
-
-
-def check_heartbeat_options(args: argparse.Namespace) -> None:
-    """One line unless 1 <= --heartbeat-interval < --grace-period."""
-    if not 1 <= args.heartbeat_interval < args.grace_period:
-        raise EffnetError("give 1 <= --heartbeat-interval < --grace-period (seconds)")
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the `effnet` parser."""
     _add_search(sub)
 
 
 def _add_search(sub: argparse._SubParsersAction) -> None:
-    from .proxy.trainer import ProxyRecipe
+    from ..proxy.trainer import ProxyRecipe
 
     p = sub.add_parser("search", help="grid search of alpha, beta, gamma (paper Sec. 3.3)",
                        description="Enumerate (alpha, beta, gamma) >= 1 with alpha*beta^2*gamma^2 "

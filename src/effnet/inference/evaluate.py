@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .data.images import IMG_EXTENSIONS, load_image
-from .errors import EffnetError
+from ..data.images import IMG_EXTENSIONS, load_image
+from ..errors import EffnetError
 from .predict import PreparedModel, imagenet_synsets
 
 
