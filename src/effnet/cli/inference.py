@@ -32,7 +32,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
         config = read_config(source)
         kwargs.update(num_classes=int(config.get("num_classes", 1000)),
                       in_chans=int(config.get("in_chans", 3)))
-    model = create_model(args.model, **kwargs)
+    name = args.model or (found[0].get("name") if found is not None else None)
+    if name is not None:
+        model = create_model(name, **kwargs)
+    elif is_pretrained_dir(source):  # its config.json names the model (or holds its spec)
+        model = create_model(pretrained=source, **kwargs)
+    else:
+        raise EffnetError(f"give --model: {source} is not a save_pretrained folder or a training "
+                          "run, so it does not say which model it holds")
     result = load_weights(model, source, layout=args.layout, adapt=False)
     if found is not None:
         model.pretrained_cfg.update(found[1], num_classes=model.num_classes)
@@ -184,7 +191,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert a timm/torchvision/TF-ported checkpoint to "
                                        "effnet's format (safetensors + config.json)")
     p.add_argument("source", help="checkpoint file or folder, or 'packaged'")
-    p.add_argument("--model", required=True, help="model name the checkpoint belongs to")
+    p.add_argument("--model", default=None,
+                   help="model name the checkpoint belongs to; optional for a save_pretrained "
+                        "folder or a training run (their config names the model)")
     p.add_argument("--output", required=True, help="folder to write")
     p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS),
                    help="the checkpoint's key layout (default: detected)")
