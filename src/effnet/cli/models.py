@@ -113,7 +113,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beta", type=float, default=1.1, help="width base (default 1.1)")
     p.add_argument("--gamma", type=float, default=1.15, help="resolution base (default 1.15)")
     p.add_argument("--base", default="b0",
-                   help="baseline to scale: b0, lite0, or a spec.json from `effnet nas`")
+                   help="baseline to scale: b0, lite (or lite0), or a spec.json from "
+                   "`effnet nas`")
     p.add_argument("--from-search", default=None, metavar="STORAGE",
                    help="take alpha, beta, gamma from `effnet search` (search.db, a URL, "
                    "or STORAGE#STUDY)")

@@ -140,8 +140,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
     _data_and_reward(p)
     p.add_argument("--base", default="b0",
-                   help="baseline the space is built around: b0, lite, mobilenetv2 or a "
-                   "spec.json (default b0)")
+                   help="baseline the space is built around: b0, lite (or lite0), mobilenetv2 "
+                   "or a spec.json (default b0)")
     p.add_argument("--epochs", type=int, default=None,
                    help="proxy epochs per trial (default 2)")
     p.add_argument("--train-size", type=int, default=None,

@@ -7,7 +7,7 @@ import math
 
 from ..errors import EffnetError
 from ..proxy.workers import optuna_warnings_only
-from ..spec import BASELINES, is_spec_path, load_spec
+from ..spec import BASELINES, baseline_name, is_spec_path, load_spec
 from .options import add_heartbeat_options, check_heartbeat_options
 
 
@@ -64,10 +64,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     check_heartbeat_options(args)
-    base = {"lite0": "lite", "efficientnet-b0": "b0"}.get(args.base, args.base)
-    if base not in BASELINES and not is_spec_path(base):
-        raise EffnetError(f"unknown --base {args.base!r}: use one of {', '.join(BASELINES)} or "
-                          "a spec.json path (from `effnet nas`)")
+    base = args.base if is_spec_path(args.base) else baseline_name(args.base)
+    if base is None:
+        raise EffnetError(f"unknown --base {args.base!r}: use one of {', '.join(BASELINES)} "
+                          "(lite0 for lite is accepted) or a spec.json path (from `effnet nas`)")
     if base not in BASELINES:
         load_spec(base)  # a missing or damaged file: one line now, not in every worker
     recipe = _recipe(args)

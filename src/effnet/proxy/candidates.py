@@ -20,7 +20,7 @@ from torch import nn
 from ..nn.model import EfficientNet
 from ..profiling import count_macs, count_params
 from ..scaling import scale, scaled_resolution  # noqa: F401 (re-exported)
-from ..spec import BASELINES, NetworkSpec, is_spec_path, load_spec
+from ..spec import BASELINES, NetworkSpec, baseline_name, is_spec_path, load_spec
 
 # The proxy network's regularisation and BN momentum (see Scaled.build).
 DROP_RATE = 0.1
@@ -37,8 +37,10 @@ def baseline(base: str | NetworkSpec) -> NetworkSpec:
         return BASELINES[base]
     if is_spec_path(base):
         return load_spec(base)
-    raise ValueError(f"unknown baseline {base!r}: use one of {', '.join(BASELINES)}, or the path "
-                     "of a spec.json (from `effnet nas`)")
+    if (key := baseline_name(base)) is not None:
+        return BASELINES[key]
+    raise ValueError(f"unknown baseline {base!r}: use one of {', '.join(BASELINES)} (lite0 for "
+                     "lite is accepted), or the path of a spec.json (from `effnet nas`)")
 
 
 @dataclass(frozen=True)
