@@ -78,3 +78,22 @@ def test_every_base_option_takes_the_same_baseline_names(capsys):
         args = build_parser().parse_args(["nas", "--base", base])
         assert nas_config(args).space.base == BASELINES["lite"]
     assert outs[0] == outs[1] == outs[2]
+
+
+def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path, capsys):
+    """fit(eval_every=0) speaks Python; `effnet eval --limit 0` gets the same check as a flag."""
+    import pickle
+
+    import pytest
+
+    from effnet.errors import ParameterError
+    from effnet.inference.evaluate import evaluate
+
+    with pytest.raises(ParameterError, match=r"^limit 0 must be >= 1") as caught:
+        evaluate(None, tmp_path, limit=0)  # type: ignore[arg-type]
+    err = pickle.loads(pickle.dumps(caught.value))  # as a worker process sends it back
+    assert err.with_flags({}) == str(err).replace("limit", "--limit", 1)
+    assert ParameterError("n_trials must be >= 1 in /x/n_trials", "n_trials").with_flags(
+        {"n_trials": "--trials"}) == "--trials must be >= 1 in /x/n_trials"
+    r = run("export", "b0", "--output", str(tmp_path / "m.onnx"), "--opset", "3")
+    assert r.returncode == 2 and "--opset 3 is not supported" in r.stderr

@@ -229,11 +229,11 @@ def test_resuming_with_other_settings_is_refused(tmp_path, fm_data):
     run_search(cfg, db, trainer=fake_trainer, data=fm_data, progress=False, max_candidates=1)
     other = SearchConfig(base_width=0.25, grid_step=0.25, tolerance=0.2, seeds=2,
                          mac_tolerance=None)
-    with pytest.raises(EffnetError, match="seeds.*--study-name"):
+    with pytest.raises(EffnetError, match="seeds.*study_name"):
         run_search(other, db, trainer=fake_trainer, data=fm_data, progress=False)
     lr = SearchConfig(base_width=0.25, grid_step=0.25, tolerance=0.2, seeds=1,
                       mac_tolerance=None, recipe=ProxyRecipe(lr=1e-3))
-    with pytest.raises(EffnetError, match="recipe.*--study-name"):
+    with pytest.raises(EffnetError, match="recipe.*study_name"):
         run_search(lr, db, trainer=fake_trainer, data=fm_data, progress=False)
 
 

@@ -13,9 +13,10 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from ..errors import EffnetError
+from ..errors import EffnetError, ParameterError
 from ..io_utils import first_line
 from . import bench, inference, models, nas, search, study, train
+from .options import FLAGS
 
 # Each command group registers its own subcommands: register(subparsers) -> None.
 GROUPS = [models, inference, train, bench, search, study, nas]
@@ -82,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # memory): one line, exit 2. ValueError is what the library raises for bad arguments
     # (EffnetError is one). Anything else is a bug in effnet: its traceback shows.
     except (EffnetError, ValueError, OSError, torch.OutOfMemoryError) as err:
+        if isinstance(err, ParameterError):  # the library names parameters, the CLI flags
+            err = EffnetError(err.with_flags(FLAGS))
         print(f"effnet: error: {first_line(err, limit=2000)}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as err:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import EffnetError
+from ..errors import EffnetError, ParameterError
 from ..io_utils import atomic_path, atomic_write_bytes, atomic_write_json, cache_dir, first_line
 from ..weights.pretrained import model_config
 from ..weights.read import PACKAGED, WEIGHTS_NAME, packaged_weights_path
@@ -46,8 +46,8 @@ def _input_shape(model: nn.Module, image_size: int | None) -> tuple[int, int, in
 def check_opset(opset: int) -> None:
     """Refuse an opset torch cannot export to, before any tracing (one line, no IR dump)."""
     if not OPSETS[0] <= opset <= OPSETS[1]:
-        raise EffnetError(f"--opset {opset} is not supported: use {OPSETS[0]}..{OPSETS[1]} "
-                          f"(default {DEFAULT_OPSET})")
+        raise ParameterError(f"opset {opset} is not supported: use {OPSETS[0]}..{OPSETS[1]} "
+                             f"(default {DEFAULT_OPSET})", "opset")
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: int | None = None,

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..data.images import IMG_EXTENSIONS, load_image
 from ..data.transforms import eval_transform
-from ..errors import EffnetError
+from ..errors import EffnetError, ParameterError
 from ..limits import check_resolution
 from ..model_factory import create_model
 from ..weights.pretrained import is_pretrained_dir
@@ -174,11 +174,12 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
     if weights is None and model is not None and is_pretrained_dir(model):
         model, weights = None, model
     if weights is None:
-        raise EffnetError("inference needs trained weights: pass --weights FILE|DIR|packaged")
+        raise ParameterError("inference needs trained weights: pass weights FILE|DIR|packaged",
+                             "weights")
     weights = run_weights(weights)
     if image_size is not None and image_size < MIN_IMAGE_SIZE:
-        raise EffnetError(f"--image-size {image_size} is too small: use at least "
-                          f"{MIN_IMAGE_SIZE} px (the network downsamples 32x)")
+        raise ParameterError(f"image_size {image_size} is too small: use at least "
+                             f"{MIN_IMAGE_SIZE} px (the network downsamples 32x)", "image_size")
     if model is None and not is_pretrained_dir(weights) and train_metadata(weights) is None:
         raise EffnetError(f"--model is needed for {weights}: only folders written by "
                           "save_pretrained / `effnet convert` and effnet train's weights carry "
@@ -187,8 +188,8 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
     cfg = dict(net.pretrained_cfg)
     size = int(image_size or cfg["input_size"][-1])
     if size < MIN_IMAGE_SIZE:
-        raise EffnetError(f"image size {size} (from {weights}) is too small: pass --image-size "
-                          f"{MIN_IMAGE_SIZE} or more")
+        raise ParameterError(f"image size {size} (from {weights}) is too small: pass image_size "
+                             f"{MIN_IMAGE_SIZE} or more", "image_size")
     check_resolution(net, size)
     names = cfg.get("label_names")
     labels = (list(names) if names and len(names) == net.num_classes else

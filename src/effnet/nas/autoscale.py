@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import EffnetError
+from ..errors import EffnetError, ParameterError
 from ..proxy.candidates import Cost, Scaled
 from ..proxy.queue import finished_jobs, run_jobs
 from ..proxy.trainer import ProxyData, load_trainer
@@ -117,8 +117,8 @@ def run_autoscale(preset: AutoscalePreset, output: str | Path, phis: list[float]
     from .report import write_report
 
     if not phis or any(p < 1 for p in phis):
-        raise EffnetError(f"--phi must be >= 1 (phi 0 is the baseline itself), got "
-                          f"{','.join(f'{p:g}' for p in phis)}: e.g. --phi 1..3")
+        raise ParameterError(f"phis must be >= 1 (phi 0 is the baseline itself), got "
+                             f"{','.join(f'{p:g}' for p in phis)}", "phis")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'autoscale.db').resolve()}"

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import EffnetError
+from ..errors import EffnetError, ParameterError
 from ..io_utils import first_line
 from ..proxy.queue import SKIP_ATTR, mark_started, serve
 from ..proxy.storage import GRACE_S, HEARTBEAT_S, open_storage, storage_url
@@ -71,7 +71,8 @@ class NasConfig:
 
     def __post_init__(self) -> None:
         if self.target_macs is not None and not self.target_macs > 0:
-            raise EffnetError(f"--target-macs must be > 0, got {self.target_macs}")
+            raise ParameterError(f"target_macs must be > 0, got {self.target_macs}",
+                                 "target_macs")
         reward(0.5, 1.0, 1.0, self.w)  # validates w
 
     def identity(self, target: float) -> dict[str, Any]:
@@ -238,17 +239,17 @@ def _open_study(store, cfg: NasConfig, study_name: str, target: float, worker: i
     mine = cfg.identity(target)
     if study.user_attrs.get(IDENTITY_ATTR) is None:
         if study.get_trials(deepcopy=False):
-            raise EffnetError(f"study {study_name!r} was not made by `effnet nas`: pass another "
-                              "--study-name or --storage")
+            raise ParameterError(f"study {study_name!r} was not made by `effnet nas`: pass "
+                                 "another study_name or storage", "study_name", "storage")
         study.set_user_attr(IDENTITY_ATTR, mine)
         # The base (B0) is trial 0: the report compares every trial with it.
         study.enqueue_trial(cfg.space.baseline_choice(), user_attrs={ROLE_ATTR: "baseline"})
     old = study.user_attrs[IDENTITY_ATTR]
     diff = [k for k in sorted(set(old) | set(mine)) if old.get(k) != mine.get(k)]
     if diff:
-        raise EffnetError(f"study {study_name!r} was run with other settings ({', '.join(diff)} "
-                          "differ): rerun with the same settings, or a new --study-name or "
-                          "--output")
+        raise ParameterError(f"study {study_name!r} was run with other settings "
+                             f"({', '.join(diff)} differ): rerun with the same settings, or a new "
+                             "study_name or storage", "study_name", "storage")
     return study
 
 
@@ -266,7 +267,7 @@ def run_nas(cfg: NasConfig, n_trials: int, storage: str, study_name: str = DEFAU
     from tqdm.auto import tqdm
 
     if n_trials < 1:
-        raise EffnetError(f"--trials must be >= 1, got {n_trials}")
+        raise ParameterError(f"n_trials must be >= 1, got {n_trials}", "n_trials")
     url = storage_url(storage)
     store = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     if data is None:
@@ -348,7 +349,7 @@ def run_workers(cfg: NasConfig, n_trials: int, storage: str, study_name: str = D
                 progress: bool = True, prune: bool = True) -> None:
     """Run the search in `workers` processes (one torch thread each) sharing `storage`."""
     if workers < 1:
-        raise EffnetError(f"--workers must be >= 1, got {workers}")
+        raise ParameterError(f"workers must be >= 1, got {workers}", "workers")
     args = (cfg, n_trials, storage, study_name, root, trainer_ref, heartbeat_interval,
             grace_period)
     run_parallel(nas_worker, [(*args, i, 1, progress and i == 0, prune) for i in range(workers)])

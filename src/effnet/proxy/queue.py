@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EffnetError
+from ..errors import ParameterError
 from ..io_utils import first_line
 from .storage import CONNECT_TIMEOUT_S, GRACE_S, HEARTBEAT_S, MAX_RETRY, open_storage, storage_url
 from .workers import quiet_optuna
@@ -155,8 +155,8 @@ def _load(storage, study_name: str, pruner=None, create: bool = True):
     try:
         return optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
     except KeyError:
-        raise EffnetError(f"no study {study_name!r} in this storage: check --study-name "
-                          "(or run it first)") from None
+        raise ParameterError(f"no study {study_name!r} in this storage: check study_name "
+                             "(or run it first)", "study_name") from None
 
 
 def _check_identity(study, study_name: str, identity: dict, jobs: dict[str, dict]) -> None:
@@ -170,8 +170,9 @@ def _check_identity(study, study_name: str, identity: dict, jobs: dict[str, dict
         # Workers set the identity before they queue anything: trials without one come from
         # an older effnet (or another program) and mean something else.
         if study.get_trials(deepcopy=False):
-            raise EffnetError(f"study {study_name!r} was not made by this version of effnet: "
-                              "pass a new name (--study-name) or another --storage")
+            raise ParameterError(f"study {study_name!r} was not made by this version of effnet: "
+                                 "pass a new name (study_name) or another storage",
+                                 "study_name", "storage")
         study.set_user_attr(QUEUE_ATTR, mine)
     stored = study.user_attrs[QUEUE_ATTR]  # read back: two new workers may have written at once
     old, new = stored.get("identity") or {}, mine["identity"]
@@ -179,9 +180,9 @@ def _check_identity(study, study_name: str, identity: dict, jobs: dict[str, dict
     if not diff and stored.get("jobs") != mine["jobs"]:
         diff = ["jobs"]
     if diff:
-        raise EffnetError(f"study {study_name!r} was run with other settings ({', '.join(diff)} "
-                          "differ): rerun with the same settings or a new name "
-                          "(--study-name)")
+        raise ParameterError(f"study {study_name!r} was run with other settings "
+                             f"({', '.join(diff)} differ): rerun with the same settings or a new "
+                             "name (study_name)", "study_name")
 
 
 def _enqueue_missing(study, jobs: dict[str, dict]) -> None:

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import EffnetError
+from ..errors import EffnetError, ParameterError
 from ..proxy.queue import finished_jobs, job_states, run_jobs, storage_url
 from ..proxy.trainer import ProxyData, ProxyRecipe, Trainer, load_trainer, train_proxy
 from ..proxy.workers import run_parallel
@@ -74,7 +74,8 @@ def resolve_preset(preset: str | Preset, seeds: int | None = None) -> Preset:
         preset = PRESETS[preset]
     if seeds is not None:
         if seeds < 2:
-            raise EffnetError("--seeds must be >= 2: every verdict needs a spread over seeds")
+            raise ParameterError("seeds must be >= 2: every verdict needs a spread over seeds",
+                                 "seeds")
         preset = replace(preset, seeds=seeds)
     return preset
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import EffnetError
+from ..errors import ParameterError
 from .checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint
 from .checkpoint import save_checkpoint as _save_checkpoint
 from .rundir import RunLock, check_new_run, check_no_links, remove_stale_temporaries
@@ -141,7 +141,8 @@ class RunWriter:
             if not resuming:
                 check_new_run(self.out, force, resume)  # type: ignore[arg-type]
         if resume and ckpt is None:
-            raise EffnetError("--resume needs --output: the run folder holding last.pt")
+            raise ParameterError("resume needs output: the run folder holding last.pt", "resume",
+                                 "output")
         return load_checkpoint(ckpt) if resuming else None  # type: ignore[arg-type]
 
     def close(self) -> None:
