@@ -37,11 +37,11 @@ def _train(key: str, spec_dict: dict, seed: int, recipe_dict: dict) -> dict:
     import torch
 
     from effnet.nas.proxy import Proxy
-    from effnet.search.trainer import ProxyData, Recipe, train_proxy
+    from effnet.proxy.trainer import ProxyData, ProxyRecipe, train_proxy
     from effnet.spec import spec_from_dict
 
     torch.set_num_threads(1)
-    recipe = Recipe(**recipe_dict)
+    recipe = ProxyRecipe(**recipe_dict)
     proxy = Proxy(recipe=recipe)
     if "data" not in _DATA:
         _DATA["data"] = ProxyData(proxy.dataset, recipe=recipe)

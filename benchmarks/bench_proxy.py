@@ -2,7 +2,7 @@
 
 The bare step is the least any trainer can do per image: forward, loss, backward and an
 AdamW step on one fixed, already-normalised batch in channels_last. The proxy trainer
-(`effnet.search.trainer.train_proxy`) runs a whole training run on real Fashion-MNIST
+(`effnet.proxy.trainer.train_proxy`) runs a whole training run on real Fashion-MNIST
 images: shuffling, batched flips, the one-cycle schedule and every validation pass
 included. The ratio of the two rates says how much the trainer adds to the model's own cost
 (target: >= 0.8x).
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from effnet.bench.harness import machine_info
-from effnet.search.trainer import ProxyData, Recipe, train_proxy
+from effnet.proxy.trainer import ProxyData, ProxyRecipe, train_proxy
 from effnet.study.plan import scaled_by
 from effnet.study.presets import PRESETS
 
@@ -57,7 +57,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     preset = PRESETS["quick"]
     base = preset.bases[0]
-    recipe = Recipe(**{**preset.budgets[0].recipe.as_dict(), "train_size": args.train_size})
+    recipe = ProxyRecipe(**{**preset.budgets[0].recipe.as_dict(), "train_size": args.train_size})
     scaled = scaled_by(base, preset.image_size, "baseline", 1.0, preset.coefficients)
     data = ProxyData(preset.dataset, recipe=recipe)
     data.splits(scaled.resolution)  # decode and resize once, outside the timings

@@ -17,8 +17,8 @@ from dataclasses import replace
 
 import torch
 
-from effnet.search.candidates import Scaled
-from effnet.search.trainer import ProxyData, Recipe, train_proxy
+from effnet.proxy.candidates import Scaled
+from effnet.proxy.trainer import ProxyData, ProxyRecipe, train_proxy
 from effnet.study.stats import last_quarter_gain
 
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    recipe = Recipe(epochs=args.epochs, evals=8)
+    recipe = ProxyRecipe(epochs=args.epochs, evals=8)
     data = ProxyData("fashion-mnist", recipe=recipe, cache=1)
     print(f"b0 at width {args.width}, depth {args.depth}, {args.resolution} px, "
           f"{args.epochs} epoch(s), seed 0")

@@ -50,3 +50,50 @@ def test_bad_alpha_is_one_line_error():
     assert r.returncode == 2 and "alpha must be" in r.stderr and "Traceback" not in r.stderr
     r = run("scale", "--phi", "x")
     assert r.returncode == 2 and "bad --phi" in r.stderr
+
+
+def test_parse_phis_is_one_grammar_for_every_command():
+    """scale, autoscale: a number, a list or an integer range; never a non-finite phi."""
+    import pytest
+
+    from effnet.errors import EffnetError
+
+    assert parse_phis("2.5") == [2.5]
+    for bad in ("x", "1..x", "inf", "1,nan"):
+        with pytest.raises(EffnetError, match="bad --phi"):
+            parse_phis(bad)
+
+
+def test_every_base_option_takes_the_same_baseline_names(capsys):
+    """lite (spec.BASELINES) and lite0 (the zoo) name one baseline for scale, search and nas."""
+    from effnet.cli import build_parser
+    from effnet.cli.nas import nas_config
+    from effnet.spec import BASELINES, baseline_name
+
+    outs = []
+    for base in ("lite", "lite0", "efficientnet-lite0"):
+        assert main(["scale", "--phi", "0,1", "--base", base]) == 0
+        outs.append(capsys.readouterr().out)
+        assert baseline_name(base) == "lite"  # what `effnet search --base` stores
+        args = build_parser().parse_args(["nas", "--base", base])
+        assert nas_config(args).space.base == BASELINES["lite"]
+    assert outs[0] == outs[1] == outs[2]
+
+
+def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path, capsys):
+    """fit(eval_every=0) speaks Python; `effnet eval --limit 0` gets the same check as a flag."""
+    import pickle
+
+    import pytest
+
+    from effnet.errors import ParameterError
+    from effnet.inference.evaluate import evaluate
+
+    with pytest.raises(ParameterError, match=r"^limit 0 must be >= 1") as caught:
+        evaluate(None, tmp_path, limit=0)  # type: ignore[arg-type]
+    err = pickle.loads(pickle.dumps(caught.value))  # as a worker process sends it back
+    assert err.with_flags({}) == str(err).replace("limit", "--limit", 1)
+    assert ParameterError("n_trials must be >= 1 in /x/n_trials", "n_trials").with_flags(
+        {"n_trials": "--trials"}) == "--trials must be >= 1 in /x/n_trials"
+    r = run("export", "b0", "--output", str(tmp_path / "m.onnx"), "--opset", "3")
+    assert r.returncode == 2 and "--opset 3 is not supported" in r.stderr

@@ -7,6 +7,8 @@ converted with the CLI, loaded by the other library, and compared to 1e-5.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -74,6 +76,30 @@ def test_convert_to_torchvision_loads_strictly(name, size, tmp_path, capsys):
     ref = getattr(torchvision.models, f"efficientnet_{name}")(num_classes=10)
     ref.load_state_dict(load_file(path), strict=True)
     _same_outputs(model, ref, size)
+
+
+@pytest.mark.parametrize("to", ["timm", "torchvision"])
+def test_convert_reads_the_model_from_a_save_pretrained_folder(to, tmp_path, capsys):
+    """No --model: the folder's config.json names the model; the file is the same as with it."""
+    _trained("b0", tmp_path)
+    with_model = Path(_convert(tmp_path, "b0", to, capsys))
+    code = main(["convert", str(tmp_path / "trained"), "--to", to,
+                 "--output", str(tmp_path / "out2")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    written = Path(out.strip().splitlines()[-1].split()[-1])
+    assert written.name == with_model.name
+    ours, theirs = load_file(with_model), load_file(written)
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        torch.testing.assert_close(theirs[k], ours[k], rtol=0, atol=0)
+
+
+def test_convert_without_model_needs_a_folder_that_names_it(tmp_path, capsys):
+    model = _trained("b0", tmp_path)
+    torch.save(model.state_dict(), tmp_path / "plain.pth")
+    code = main(["convert", str(tmp_path / "plain.pth"), "--output", str(tmp_path / "out")])
+    assert code == 2 and "give --model" in capsys.readouterr().err
 
 
 def test_convert_refuses_what_the_target_cannot_hold():

@@ -1,7 +1,7 @@
 """The closed-form cost of a spec (effnet.cost) equals torch's flop counter on the built model.
 
 Every expected value is measured in the test: parameters counted on the module
-and MACs by `torch.utils.flop_counter` (effnet.profile), on the meta device.
+and MACs by `torch.utils.flop_counter` (effnet.profiling), on the meta device.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from effnet.nas.space import SearchSpace
 from effnet.nn.depthwise import crop_window as nn_crop_window
 from effnet.nn.layers import same_padding as nn_same_padding
 from effnet.nn.model import EfficientNet
-from effnet.profile import count_macs, count_params
+from effnet.profiling import count_macs, count_params
+from effnet.proxy.candidates import Scaled
 from effnet.scaling import CompoundScaling
-from effnet.search.candidates import Scaled
 from effnet.spec import BASELINES, EFFICIENTNET_LITE, MOBILENET_V2, NetworkSpec, StageSpec
 from effnet.zoo import MODELS
 

@@ -20,7 +20,7 @@ from torch import nn
 
 import effnet
 from effnet.bench.references import copy_weights_by_order
-from effnet.export import export_onnx
+from effnet.inference.export import export_onnx
 from effnet.nn.depthwise import (
     crop_window,
     depthwise_conv2d,

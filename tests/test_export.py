@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import effnet
-from effnet import export as export_mod
 from effnet.cli import main
-from effnet.export import cached_onnx, export_onnx, export_torchscript
+from effnet.inference import export as export_mod
+from effnet.inference.export import cached_onnx, export_onnx, export_torchscript
 from tests.conftest import randomize_bn_stats
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import effnet
-from effnet.fast import (
+from effnet.inference.optimize import (
     POINTWISE_GEMM_MAX_BATCH,
     FoldedConvAct,
     TracedModel,

@@ -72,7 +72,7 @@ def test_eval_refuses_folders_matching_no_class_name_unless_sorted(cat_dog, tmp_
 # ---------------------------------------------------------------- 8
 def test_exif_orientation_is_applied(tmp_path):
     from effnet.data.datasets import load_train_image as train_load
-    from effnet.predict import load_image
+    from effnet.inference.predict import load_image
 
     upright = np.zeros((20, 40, 3), np.uint8)  # wide, with a red left half
     upright[:, :20, 0] = 255
@@ -167,7 +167,7 @@ def test_profile_at_32_px(capsys):
 # ---------------------------------------------------------------- 14
 def test_16_bit_and_float_images_scale_by_bit_depth(tmp_path):
     from effnet.data.datasets import load_train_image as train_load
-    from effnet.predict import load_image
+    from effnet.inference.predict import load_image
 
     dark = (np.arange(16 * 16).reshape(16, 16) % 256).astype(np.uint16) * 40  # <= 10200 of 65535
     Image.fromarray(dark).save(tmp_path / "dark16.png")
@@ -272,8 +272,8 @@ def test_layout_warning_speaks_cli_and_is_one_line(tmp_path, capsys):
 
 
 def test_damaged_onnx_cache_says_delete_it(cat_dog, tmp_path, capsys):
-    from effnet.export import onnx_cache_path
-    from effnet.predict import model_from_weights
+    from effnet.inference.export import onnx_cache_path
+    from effnet.inference.predict import model_from_weights
 
     img = str(_image(tmp_path / "a.png"))
     net = model_from_weights(None, cat_dog)

@@ -141,8 +141,8 @@ def test_2_model_name_cannot_steer_the_onnx_cache_out_of_the_folder(cat_dog, tmp
 
 # ---------------------------------------------------------------- 5
 def test_5_the_onnx_cache_deletes_only_its_own_exports(cat_dog, tmp_path):
-    from effnet.export import onnx_cache_path
-    from effnet.predict import prepare_model
+    from effnet.inference.export import onnx_cache_path
+    from effnet.inference.predict import prepare_model
 
     net = effnet.create_model(pretrained=cat_dog)
     mine = cat_dog / onnx_cache_path(net, cat_dog, 32).name.replace(".onnx", "").rsplit(".", 1)[0]
@@ -184,7 +184,7 @@ def test_7_sigterm_during_export_leaves_no_temporary(cat_dog, tmp_path):
 
 
 def test_7_temporaries_of_dead_writers_are_removed(cat_dog, tmp_path):
-    from effnet.export import onnx_cache_path
+    from effnet.inference.export import onnx_cache_path
 
     out = tmp_path / "m.pt"
     cache = onnx_cache_path(effnet.create_model(pretrained=cat_dog), cat_dog, 32)
@@ -325,7 +325,7 @@ def test_11_a_kernel_larger_than_its_map_is_refused(tmp_path, capsys):
 
 def test_11_macs_are_estimated_and_bounded(monkeypatch):
     from effnet.limits import check_model_size, estimate_size
-    from effnet.profile import count_macs
+    from effnet.profiling import count_macs
     from effnet.zoo import MODELS
 
     model = effnet.create_model("b0")

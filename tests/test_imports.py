@@ -1,8 +1,10 @@
 """The package's layering: no import cycle (hidden in a function or not); pure modules, no torch.
 
-The core reads in layers, spec -> scaling -> zoo, cost -> nn -> weights -> model_factory
--> train / inference -> search / bench -> cli: nothing imports a module of a
-later layer, except the edges listed (and justified) in ALLOWED_UPWARD.
+The paper's core is a few top-level modules (spec -> scaling -> zoo, cost, model_factory,
+limits, profiling); everything else lives in packages, in layers: nn -> weights ->
+data / train -> inference -> proxy -> search / bench -> study / nas -> cli. Nothing
+imports a module of a later layer, except the edges listed (and justified) in
+ALLOWED_UPWARD, and no package uses another package's private names.
 """
 
 from __future__ import annotations
@@ -17,19 +19,26 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "effnet"
 
+# The only top-level modules: helpers every layer uses, and the paper's core. Anything else is
+# a package (a wing of the house), named in LAYERS by its package name.
+HELPERS = ("effnet.errors", "effnet.io_utils", "effnet._lazy", "effnet.machine")
+CORE = ("effnet.spec", "effnet.scaling", "effnet.zoo", "effnet.cost", "effnet.limits",
+        "effnet.model_factory", "effnet.profiling")
 # Layers, lowest first. A module may import its own layer and the ones before it.
 LAYERS = [
-    ("effnet.errors", "effnet.io_utils", "effnet._lazy", "effnet.machine"),
+    HELPERS,
     ("effnet.spec",),
     ("effnet.scaling",),
     ("effnet.zoo", "effnet.cost"),
     ("effnet.nn",),
     ("effnet.weights",),
-    ("effnet.limits", "effnet.model_factory", "effnet.profile", "effnet.fast", "effnet.export"),
-    ("effnet.data", "effnet.train", "effnet.predict", "effnet.evaluate"),
+    ("effnet.limits", "effnet.model_factory", "effnet.profiling"),
+    ("effnet.data", "effnet.train"),
+    ("effnet.inference",),
+    ("effnet.proxy",),
     ("effnet.search", "effnet.bench"),
     ("effnet.study", "effnet.nas"),
-    ("effnet.cli", "effnet.commands_", "effnet.__main__"),
+    ("effnet.cli", "effnet.__main__"),
 ]
 ALLOWED_UPWARD = {
     # model.save_pretrained(), the timm / Hugging Face method, writes effnet's format; the format
@@ -61,51 +70,96 @@ def _lazy_exports(path: Path) -> dict[str, str] | None:
     return None
 
 
-def _edges() -> dict[str, set[str]]:
-    """Every effnet import of every module: at the top, inside functions, not under TYPE_CHECKING.
-
-    `from pkg import name` counts as an import of the submodule defining `name` when `pkg`
-    exports lazily, and of `pkg` otherwise; the lazy packages themselves import nothing.
+def _imports(mod: str, source: str, modules: set[str], lazy: dict[str, dict[str, str]]
+             ) -> list[tuple[str, str | None]]:
+    """(module, name) for every effnet import in `source`, the code of module `mod`: at the top,
+    inside functions, not under TYPE_CHECKING. `name` is the name imported from the module (None
+    for a whole module); `from pkg import name` resolves to the submodule defining `name` when
+    `pkg` exports lazily, to the submodule `pkg.name` if there is one, and to `pkg` otherwise.
     """
-    modules = _modules()
-    lazy = {m: t for m, p in modules.items() if p.name == "__init__.py"
-            and (t := _lazy_exports(p)) is not None}
-    edges: dict[str, set[str]] = {}
-    for mod, path in modules.items():
-        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
-        tree = ast.parse(path.read_text())
-        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
-        found: set[str] = set()
-        for node in ast.walk(tree):
-            if id(node) in skip:
+    package = mod if f"{mod}.__init__" in modules else mod.rpartition(".")[0]
+    tree = ast.parse(source)
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+            and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+    found: list[tuple[str, str | None]] = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found += [(a.name, None) for a in node.names if a.name.startswith("effnet")]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("effnet"):
                 continue
-            if isinstance(node, ast.Import):
-                found |= {a.name for a in node.names if a.name.startswith("effnet")}
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    target = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    target = node.module or ""
-                if not target.startswith("effnet"):
-                    continue
-                for alias in node.names:
-                    sub = f"{target}.{alias.name}"
-                    if sub in modules:
-                        found.add(sub)
-                    elif target in lazy and alias.name in lazy[target]:
-                        found.add(f"{target}.{lazy[target][alias.name]}")
-                    elif target not in lazy:
-                        found.add(target)
-        edges[mod] = set() if mod in lazy else found - {mod}
-    return edges
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                if sub in modules:
+                    found.append((sub, None))
+                elif target in lazy and alias.name in lazy[target]:
+                    found.append((f"{target}.{lazy[target][alias.name]}", alias.name))
+                elif target not in lazy:
+                    found.append((target, alias.name))
+    return found
+
+
+def _module_names() -> set[str]:
+    """Every module, packages also as 'pkg.__init__' (so a relative import resolves in them)."""
+    paths = _modules()
+    return set(paths) | {f"{m}.__init__" for m, p in paths.items() if p.name == "__init__.py"}
+
+
+def _lazy_tables() -> dict[str, dict[str, str]]:
+    return {m: t for m, p in _modules().items() if p.name == "__init__.py"
+            and (t := _lazy_exports(p)) is not None}
+
+
+def _edges() -> dict[str, set[str]]:
+    """Every effnet module each module imports (see :func:`_imports`); lazy packages import
+    nothing (their names are resolved to the submodules that define them)."""
+    names, lazy = _module_names(), _lazy_tables()
+    return {mod: set() if mod in lazy else {t for t, _ in _imports(mod, path.read_text(), names,
+                                                                   lazy)} - {mod}
+            for mod, path in _modules().items()}
+
+
+def _private_scope(module: str, name: str | None) -> str | None:
+    """The package a private import belongs to, or None when nothing private is imported.
+
+    A private name (``_x``) belongs to its module's package, or to the module itself when that is
+    a top-level module; a private module (``pkg._x``) belongs to ``pkg``.
+    """
+    parts = module.split(".")
+    for i, part in enumerate(parts[1:], start=1):
+        if part.startswith("_") and not part.startswith("__"):
+            return ".".join(parts[:i])
+    if name is None or not name.startswith("_") or name.startswith("__"):
+        return None
+    parent = module.rpartition(".")[0]
+    is_package = f"{module}.__init__" in _module_names()
+    if is_package:
+        return module
+    return module if parent == "effnet" else parent
+
+
+def _private_imports(sources: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(importer, module, name) for each import of another package's private name or module."""
+    names, lazy = _module_names() | set(sources), _lazy_tables()
+    bad = []
+    for mod, source in sources.items():
+        for target, name in _imports(mod, source, names, lazy):
+            scope = _private_scope(target, name)
+            if scope is not None and mod != scope and not mod.startswith(scope + "."):
+                bad.append((mod, target, name or ""))
+    return sorted(bad)
 
 
 def _layer(mod: str) -> int:
     for rank, prefixes in enumerate(LAYERS):
-        if any(mod == p or mod.startswith(p + ".") or (p.endswith("_") and mod.startswith(p))
-               for p in prefixes):
+        if any(mod == p or mod.startswith(p + ".") for p in prefixes):
             return rank
     raise AssertionError(f"{mod} is in no layer: add it to LAYERS")
 
@@ -152,6 +206,42 @@ def test_the_graph_reader_finds_cycles_and_lazy_edges():
     edges = _edges()
     assert "effnet.weights.load" in edges["effnet.model_factory"]  # a lazy re-export resolved
     assert "effnet.weights.pretrained" in edges["effnet.nn.model"]  # a function-level import
+
+
+def test_no_package_imports_another_packages_private_names():
+    sources = {m: p.read_text() for m, p in _modules().items()}
+    bad = _private_imports(sources)
+    assert not bad, f"private names used across packages (make them public): {bad}"
+
+
+def test_the_private_import_check_catches_what_it_should():
+    """The baseline search before the proxy package: it used the queue's private helpers."""
+    old_nas = ("from ..search.queue import _fail_never_started, mark_started\n"
+               "def f():\n    from ..search.queue import _optuna_silent\n")
+    names = {"effnet.search.queue", "effnet.search.__init__", "effnet.nas.search"}
+    found = {(t, n) for t, n in _imports("effnet.nas.search", old_nas, names, {})}
+    assert found == {("effnet.search.queue", "_fail_never_started"),
+                     ("effnet.search.queue", "mark_started"),
+                     ("effnet.search.queue", "_optuna_silent")}
+    assert _private_scope("effnet.search.queue", "_fail_never_started") == "effnet.search"
+    assert _private_scope("effnet.search.queue", "mark_started") is None
+    assert _private_scope("effnet._lazy", "lazy_exports") == "effnet"  # every package's helper
+    assert _private_scope("effnet.nn._depthwise_kernel", "kernel") == "effnet.nn"
+    assert _private_scope("effnet.spec", "_check") == "effnet.spec"  # core: each module alone
+    bad = _private_imports({"effnet.nas.search": old_nas,
+                            "effnet.search.run": "from .queue import _fail_never_started\n"})
+    assert bad == [("effnet.nas.search", "effnet.search.queue", "_fail_never_started"),
+                   ("effnet.nas.search", "effnet.search.queue", "_optuna_silent")]
+
+
+def test_the_top_level_holds_only_the_core_and_helpers():
+    """Everything beyond the paper's core is a package, a layer named in LAYERS."""
+    top = {m for m, p in _modules().items() if m.count(".") == 1 and p.name != "__init__.py"}
+    assert top - {"effnet.__main__"} == set(HELPERS) | set(CORE)
+    for prefixes in LAYERS:
+        for name in prefixes:
+            assert name in HELPERS + CORE + ("effnet.__main__",) or \
+                (PACKAGE / name.split(".", 1)[1] / "__init__.py").is_file(), name
 
 
 def test_no_import_cycle_hidden_or_not():

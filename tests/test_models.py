@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 import effnet
-from effnet.profile import count_macs, count_params
+from effnet.profiling import count_macs, count_params
 from effnet.zoo import MODELS
 from tests.conftest import randomize_bn_stats, transfer_by_order
 

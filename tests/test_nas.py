@@ -356,7 +356,7 @@ def finished(storage: str, study: str = "effnet-nas") -> list:
     import optuna
     from optuna.trial import TrialState
 
-    from effnet.search.storage import open_storage
+    from effnet.proxy.storage import open_storage
 
     trials = optuna.load_study(study_name=study, storage=open_storage(storage)).trials
     return [t for t in trials if t.state == TrialState.COMPLETE

@@ -15,8 +15,8 @@ from PIL import Image
 
 from effnet.cli import main
 from effnet.errors import EffnetError
-from effnet.evaluate import class_indices, evaluate
-from effnet.predict import (
+from effnet.inference.evaluate import class_indices, evaluate
+from effnet.inference.predict import (
     imagenet_class_names,
     imagenet_synsets,
     load_image,
@@ -225,7 +225,7 @@ def test_class_names_are_imagenet_order():
 def test_optimized_and_plain_predictions_agree():
     """predict/eval run effnet.optimize_for_inference by default; --no-optimize runs the plain
     model. Both must give the same logits on a real photo (to 1e-4)."""
-    from effnet.predict import prepare_model
+    from effnet.inference.predict import prepare_model
 
     def n_bn(m):
         return sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())

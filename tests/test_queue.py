@@ -22,7 +22,7 @@ import pytest
 
 from effnet.cli import main as cli_main
 from effnet.errors import EffnetError
-from effnet.search.queue import (
+from effnet.proxy.queue import (
     QUEUE_ATTR,
     JobContext,
     finished_jobs,

@@ -23,12 +23,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from effnet.cli import main as cli_main
 from effnet.errors import EffnetError
+from effnet.proxy.queue import finished_jobs
+from effnet.proxy.trainer import ProxyData, ProxyRecipe
 from effnet.search.config import SearchConfig
 from effnet.search.grid import enumerate_grid
-from effnet.search.queue import finished_jobs
 from effnet.search.results import best_coefficients, pruning_saving
 from effnet.search.run import run_search
-from effnet.search.trainer import ProxyData, Recipe
 from tests.postgres import postgres_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,7 +163,7 @@ def test_search_measures_macs_and_skips_candidates_off_the_budget(tmp_path, monk
     log = tmp_path / "log"
     monkeypatch.setenv("EFFNET_FAKE_LOG", str(log))
     cfg = SearchConfig(base="b0", image_size=32, grid_step=0.25, tolerance=0.2, seeds=1,
-                       recipe=Recipe(epochs=1), mac_tolerance=0.25)
+                       recipe=ProxyRecipe(epochs=1), mac_tolerance=0.25)
     res = run_search(cfg, f"sqlite:///{tmp_path / 's.db'}", trainer=fake_trainer,
                      data=fm_data, progress=False)
     base = macs_by_flop_counter(create_model("b0", num_classes=10, in_chans=1), 32)
@@ -190,7 +190,7 @@ def test_search_trains_every_point_once_ranks_them_and_resumes(tmp_path, monkeyp
     log = tmp_path / "log"
     monkeypatch.setenv("EFFNET_FAKE_LOG", str(log))
     cfg = SearchConfig(base_width=0.25, grid_step=0.1, tolerance=0.05, seeds=2,
-                       recipe=Recipe(epochs=2), mac_tolerance=None)
+                       recipe=ProxyRecipe(epochs=2), mac_tolerance=None)
     db = f"sqlite:///{tmp_path / 's.db'}"
     first = run_search(cfg, db, trainer=fake_trainer, data=fm_data, progress=False,
                        max_candidates=4)
@@ -229,11 +229,11 @@ def test_resuming_with_other_settings_is_refused(tmp_path, fm_data):
     run_search(cfg, db, trainer=fake_trainer, data=fm_data, progress=False, max_candidates=1)
     other = SearchConfig(base_width=0.25, grid_step=0.25, tolerance=0.2, seeds=2,
                          mac_tolerance=None)
-    with pytest.raises(EffnetError, match="seeds.*--study-name"):
+    with pytest.raises(EffnetError, match="seeds.*study_name"):
         run_search(other, db, trainer=fake_trainer, data=fm_data, progress=False)
     lr = SearchConfig(base_width=0.25, grid_step=0.25, tolerance=0.2, seeds=1,
-                      mac_tolerance=None, recipe=Recipe(lr=1e-3))
-    with pytest.raises(EffnetError, match="recipe.*--study-name"):
+                      mac_tolerance=None, recipe=ProxyRecipe(lr=1e-3))
+    with pytest.raises(EffnetError, match="recipe.*study_name"):
         run_search(lr, db, trainer=fake_trainer, data=fm_data, progress=False)
 
 
@@ -250,7 +250,7 @@ def test_pruning_stops_hopeless_candidates_and_measures_the_saving(tmp_path, fm_
         return {"val_top1": 0.8 if good else 0.1, "seconds": 0.05 * recipe.epochs}
 
     cfg = SearchConfig(base_width=0.25, grid_step=0.1, tolerance=0.05, seeds=2,
-                       recipe=Recipe(epochs=4), mac_tolerance=None)
+                       recipe=ProxyRecipe(epochs=4), mac_tolerance=None)
     db = f"sqlite:///{tmp_path / 's.db'}"
     res = run_search(cfg, db, trainer=trainer, data=fm_data, progress=False, prune=True)
     pruned = [r for r in res.rows if r["status"] == "pruned"]
@@ -358,9 +358,9 @@ def test_two_workers_share_a_postgresql_study_without_duplicates(tmp_path):
 # ---------------------------------------------------------------- the proxy trainer
 def test_the_search_trains_each_candidate_with_the_proxy_trainer(tmp_path):
     """Item 8 of issue 10: a candidate's score is train_proxy's on the config's recipe."""
-    from effnet.search.trainer import train_proxy
+    from effnet.proxy.trainer import train_proxy
 
-    recipe = Recipe(epochs=2, batch_size=32, train_size=96, val_size=64)
+    recipe = ProxyRecipe(epochs=2, batch_size=32, train_size=96, val_size=64)
     cfg = SearchConfig(base_width=0.25, base_depth=0.25, grid_step=0.25, tolerance=0.2,
                        seeds=1, recipe=recipe, mac_tolerance=None)
     data = ProxyData("fashion-mnist", recipe=recipe)
@@ -409,7 +409,7 @@ def make_folder(root: Path, classes: int, per_class: int, grey: bool = False) ->
 
 def test_an_image_folder_is_decoded_once_with_its_own_classes_and_channels(tmp_path):
     data = ProxyData("imagefolder", str(make_folder(tmp_path / "rgb", 12, 3)),
-                     Recipe(val_fraction=0.25), folder_size=24)
+                     ProxyRecipe(val_fraction=0.25), folder_size=24)
     assert (data.num_classes, data.in_chans, data.native) == (12, 3, 24)
     x, y, xv, yv = data._load()
     assert x.dtype == torch.uint8 and x.shape[1:] == (3, 24, 24) and len(x) + len(xv) == 36
@@ -439,7 +439,7 @@ def test_search_on_an_image_folder_sizes_models_from_the_data(tmp_path):
     assert 0.0 <= row["val_top1"] <= 1.0
     assert payload["config"]["recipe"]["val_fraction"] == 0.25  # from --recipe
     assert payload["config"]["recipe"]["batch_size"] == 8 and payload["native"] == 20
-    from effnet.search.candidates import measure
+    from effnet.proxy.candidates import measure
 
     # the measured cost is the 12-class, 3-channel model's (the head and stem differ)
     cfg = SearchConfig(base_width=0.25, base_depth=0.25, grid_step=0.25, tolerance=0.2)

@@ -15,14 +15,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from effnet import BASELINES, EfficientNet, scale
 from effnet.nn.blocks import Bottleneck, MBConv
-from effnet.search.trainer import ProxyData, Recipe, downsample
+from effnet.proxy.trainer import ProxyData, ProxyRecipe, downsample
 from effnet.study.plan import nominal_phi, plan
 from effnet.study.presets import PRESETS, BaseNet, Budget, Preset
 from effnet.study.run import run_study
 from effnet.study.stats import compare, kendall_tau, last_quarter_gain, welch_interval
 from effnet.train.init import zero_init_last
 
-TINY_RECIPE = Recipe(epochs=1, train_size=256, val_size=128, batch_size=64, evals=2)
+TINY_RECIPE = ProxyRecipe(epochs=1, train_size=256, val_size=128, batch_size=64, evals=2)
 TINY = Preset(name="tiny", dataset="fashion-mnist", image_size=14,
               bases=(BaseNet("b0", 0.25, 0.6), BaseNet("mobilenetv2", 0.35, 0.6)),
               budgets=(Budget("short", TINY_RECIPE),
@@ -71,7 +71,7 @@ def test_last_quarter_gain_reads_the_end_of_the_curve():
 
 # ---------------------------------------------------------------- inputs with real detail
 def test_base_input_is_the_native_image_downsampled_with_antialiasing():
-    data = ProxyData(recipe=Recipe(train_size=64, val_size=32))
+    data = ProxyData(recipe=ProxyRecipe(train_size=64, val_size=32))
     xtr, _, xva, _ = data.splits(14)
     raw_tr, _, raw_va, _ = data._load()
     assert data.native == 28 and raw_tr.dtype == torch.uint8
@@ -93,8 +93,8 @@ def test_proxy_trainer_evaluates_and_returns_the_ema_of_the_weight_trajectory(mo
     """With ema_fraction f over T steps, the kept weights are the EMA with decay 1 - 1/(f T),
     started at the first step's weights (torch.optim.swa_utils semantics), computed here by hand
     from the weights after every optimizer step."""
-    from effnet.search import trainer as T
-    from effnet.search.candidates import Scaled
+    from effnet.proxy import trainer as T
+    from effnet.proxy.candidates import Scaled
 
     snaps: list[dict] = []
     holder: dict = {}
@@ -106,7 +106,7 @@ def test_proxy_trainer_evaluates_and_returns_the_ema_of_the_weight_trajectory(mo
             return out
 
     monkeypatch.setattr(torch.optim, "AdamW", Recording)
-    recipe = Recipe(epochs=2, batch_size=16, train_size=64, val_size=32, evals=2,
+    recipe = ProxyRecipe(epochs=2, batch_size=16, train_size=64, val_size=32, evals=2,
                     ema_fraction=0.25)
     data = ProxyData(recipe=recipe)
     torch.manual_seed(0)
@@ -299,7 +299,7 @@ def test_two_workers_on_postgresql_split_the_study_and_train_each_job_once(tmp_p
         for p in procs:
             p.join(timeout=300)
             assert p.exitcode == 0
-        from effnet.search.queue import finished_jobs
+        from effnet.proxy.queue import finished_jobs
 
         results = finished_jobs(url, "tiny-split")
     calls = log.read_text().splitlines()

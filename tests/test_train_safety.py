@@ -85,7 +85,7 @@ def test_incomplete_checkpoint_is_one_line_error(tmp_path):  # item 18
 
 
 def test_eval_every_zero_is_refused(tmp_path):  # item 18
-    with pytest.raises(EffnetError, match=r"--eval-every 0 must be >= 1"):
+    with pytest.raises(EffnetError, match=r"^eval_every 0 must be >= 1"):
         _fit(tmp_path, eval_every=0)
 
 
@@ -98,7 +98,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 def test_new_run_into_existing_run_is_refused_unless_force(tmp_path):
     _fit(tmp_path)
     before = _snapshot(tmp_path)
-    with pytest.raises(EffnetError, match=r"already holds a training run.*--resume.*--force"):
+    with pytest.raises(EffnetError, match=r"already holds a training run.*resume.*force"):
         _fit(tmp_path, seed=1)
     assert _snapshot(tmp_path) == before
     _fit(tmp_path, seed=1, force=True)
@@ -124,7 +124,7 @@ def test_lock_keeps_a_second_writer_out_and_dead_owners_lock_is_cleared(tmp_path
 
 
 def test_failed_start_leaves_no_folder(tmp_path):
-    with pytest.raises(EffnetError, match="--eval-every"):
+    with pytest.raises(EffnetError, match="eval_every"):
         _fit(tmp_path / "new", eval_every=0)
     with pytest.raises(EffnetError, match="unknown recipe"):
         _fit(tmp_path / "new2", recipe="nonsense-recipe")
@@ -135,11 +135,11 @@ def test_failed_start_leaves_no_folder(tmp_path):
 def test_resume_with_another_recipe_or_optimizer_is_refused_before_writing(tmp_path):
     _fit(tmp_path)
     before = _snapshot(tmp_path)
-    with pytest.raises(EffnetError, match=r"^--recipe is 'paper' but .* trained with 'short'"):
+    with pytest.raises(EffnetError, match=r"^recipe is 'paper' but .* trained with 'short'"):
         _fit(tmp_path, epochs=2, resume=True, recipe="paper")
-    with pytest.raises(EffnetError, match=r"^--optimizer is 'sgd' but .* with 'adamw'"):
+    with pytest.raises(EffnetError, match=r"^optimizer is 'sgd' but .* with 'adamw'"):
         _fit(tmp_path, epochs=2, resume=True, optimizer="sgd")
-    with pytest.raises(EffnetError, match=r"^--batch-size is 8 but .* with 16"):
+    with pytest.raises(EffnetError, match=r"^batch_size is 8 but .* with 16"):
         _fit(tmp_path, epochs=2, resume=True, batch_size=8)
     assert _snapshot(tmp_path) == before  # config.json too
 

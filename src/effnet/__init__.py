@@ -4,11 +4,7 @@ The names below load their module on first use (PEP 562), so `import
 effnet.spec` or `effnet.scaling` stays free of torch.
 """
 
-from __future__ import annotations
-
-import sys
-import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._lazy import lazy_exports
 
@@ -19,6 +15,8 @@ _EXPORTS: dict[str, str] = {
     "BASELINES": "spec",
     "NetworkSpec": "spec",
     "StageSpec": "spec",
+    "load_spec": "spec",
+    "save_spec": "spec",
     "CompoundScaling": "scaling",
     "round_filters": "scaling",
     "round_repeats": "scaling",
@@ -29,9 +27,9 @@ _EXPORTS: dict[str, str] = {
     "list_models": "model_factory",
     "load_weights": "weights",
     "save_pretrained": "weights",
-    "optimize_for_inference": "fast",
-    "Profile": "profile",
-    "profile": "profile",
+    "optimize_for_inference": "inference.optimize",
+    "Profile": "profiling",
+    "profile": "profiling",
 }
 
 __all__ = [
@@ -44,41 +42,26 @@ __all__ = [
     "StageSpec",
     "create_model",
     "list_models",
+    "load_spec",
     "load_weights",
     "optimize_for_inference",
     "profile",
     "round_filters",
     "round_repeats",
     "save_pretrained",
+    "save_spec",
     "scale",
 ]
 
 if TYPE_CHECKING:
-    from .fast import optimize_for_inference
+    from .inference.optimize import optimize_for_inference
     from .model_factory import create_model, list_models
     from .nn.features import EfficientNetFeatures
     from .nn.model import EfficientNet
-    from .profile import Profile, profile
+    from .profiling import Profile, profile
     from .scaling import CompoundScaling, round_filters, round_repeats, scale
-    from .spec import BASELINES, NetworkSpec, StageSpec
+    from .spec import BASELINES, NetworkSpec, StageSpec, load_spec, save_spec
     from .weights import load_weights, save_pretrained
 
-
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
-
-
-class _Package(types.ModuleType):
-    """Keeps `effnet.profile` the function when the submodule `effnet.profile` is imported.
-
-    Importing a submodule binds its name on the package; for a name that is
-    also an export (only `profile`), the export wins, as with eager imports.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and name in _EXPORTS:
-            self.__dict__.pop(name, None)  # resolved again, to the export, on next access
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+del TYPE_CHECKING, lazy_exports  # dir(effnet) lists the package's own names only

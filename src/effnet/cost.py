@@ -3,7 +3,7 @@
 What a spec costs follows from its stages alone: channels, kernels, strides,
 expansion, SE, head, classifier and the input resolution. :func:`spec_cost`
 returns exactly what effnet measures on the built model with
-`torch.utils.flop_counter` (:func:`effnet.profile.count_macs`, the oracle of
+`torch.utils.flop_counter` (:func:`effnet.profiling.count_macs`, the oracle of
 the tests), without building anything:
 
 * parameters: conv weights, BN's gamma and beta, SE's biases, the classifier;
@@ -147,7 +147,7 @@ def spec_cost(spec: NetworkSpec, resolution: int, in_chans: int = 3, num_classes
               padding: str = "symmetric") -> Cost:
     """Parameters and MACs of `spec` at `resolution` x `resolution` (paper Table 2's columns).
 
-    Exactly what :func:`effnet.profile.profile` counts on the built
+    Exactly what :func:`effnet.profiling.profile` counts on the built
     classifier (stem, stages, head conv, linear classifier; `num_classes` 0
     for none); see the module docstring for what counts.
     """

@@ -5,6 +5,29 @@ class EffnetError(ValueError):
     """A user-caused error whose message says how to fix it."""
 
 
+class ParameterError(EffnetError):
+    """A bad argument. The message names it as the Python parameter (``eval_every``); the CLI
+    names the flag that sets it instead (``--eval-every``, :meth:`with_flags`)."""
+
+    def __init__(self, message: str, *params: str) -> None:
+        super().__init__(message)
+        self.params = params
+
+    def __reduce__(self):  # from a worker process with its parameters (args holds the message)
+        return type(self), (str(self), *self.params)
+
+    def with_flags(self, flags: dict[str, str]) -> str:
+        """The message with each parameter, as a whole word, replaced by its flag: `flags[name]`
+        or ``--name-with-dashes``."""
+        import re
+
+        text = str(self)
+        for name in self.params:
+            flag = flags.get(name, "--" + name.replace("_", "-"))
+            text = re.sub(rf"(?<![\w/.-]){re.escape(name)}(?![\w/-])", flag, text)
+        return text
+
+
 def check_int(value: object, name: str, minimum: int = 0) -> int:
     """`value` as an int if it is a whole number >= `minimum` (not a bool, float or string);
     else an EffnetError naming `name`."""

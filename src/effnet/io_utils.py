@@ -1,4 +1,4 @@
-"""Small helpers every layer uses: atomic file writes and the first line of an error.
+"""Small helpers every layer uses: atomic writes of files and figures, an error's first line.
 
 No torch here. Everything that writes a file that matters goes through
 :func:`atomic_write`: a temporary name in the same folder, fsync, rename, so
@@ -126,3 +126,23 @@ def first_line(err: BaseException, limit: int = 200) -> str:
     """The first line of an error's message (its type name when the message is empty)."""
     text = str(err).strip()
     return text.splitlines()[0][:limit] if text else type(err).__name__
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike, **savefig: Any) -> None:
+    """Write `fig` to `path` as a 110-dpi PNG atomically (:func:`atomic_path`),
+    then close it."""
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=110, **savefig)
+    finally:
+        pyplot().close(fig)

@@ -195,6 +195,18 @@ BASELINES: dict[str, NetworkSpec] = {
     "mobilenetv2": MOBILENET_V2,
     "resnet50": RESNET_50,
 }
+# The same baselines as the model zoo spells them (its lite0 is the Lite baseline).
+_BASELINE_ALIASES = {"lite0": "lite", "mobilenet_v2": "mobilenetv2", "resnet_50": "resnet50"}
+
+
+def baseline_name(text: str) -> str | None:
+    """The :data:`BASELINES` key `text` names, or None: case, '-' for '_', an 'efficientnet_'
+    prefix and the zoo's names of the baselines (lite0 for lite) are accepted."""
+    key = str(text).strip().lower().replace("-", "_")
+    for prefix in ("tf_efficientnet_", "efficientnet_"):
+        key = key.removeprefix(prefix)
+    key = _BASELINE_ALIASES.get(key, key)
+    return key if key in BASELINES else None
 
 
 # ---------------------------------------------------------------- specs as JSON files

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .errors import EffnetError
 from .scaling import CompoundScaling, scale
-from .spec import EFFICIENTNET_B0, EFFICIENTNET_LITE, NetworkSpec
+from .spec import BASELINES, EFFICIENTNET_B0, EFFICIENTNET_LITE, NetworkSpec, baseline_name
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,13 +92,20 @@ MODELS: dict[str, ModelEntry] = {m.name: m for m in (
     _lite("lite4", 1.4, 1.8, 300, 0.3, 0.904, 13.0, 2.64, "bilinear"),
 )}
 
+# A spec.BASELINES name -> the named model that is that baseline unscaled ('lite' -> 'lite0').
+_BASE_MODELS = {key: m.name for key, spec in BASELINES.items() for m in MODELS.values()
+                if m.base is spec and m.width_mult == m.depth_mult == 1.0}
+
+
 def canonical_name(name: str) -> str:
-    """Map user spellings ('efficientnet_b0', 'efficientnet-b0', 'B0') to a zoo key."""
+    """Map user spellings ('efficientnet_b0', 'efficientnet-b0', 'B0') and the baselines' names
+    ('lite' for lite0, as in spec.BASELINES) to a zoo key."""
     key = str(name).strip().lower().replace("-", "_")
     for prefix in ("tf_efficientnet_", "efficientnet_"):
         if key.startswith(prefix):
             key = key[len(prefix):]
             break
+    key = _BASE_MODELS.get(baseline_name(key) or "", key)  # 'lite', a spec.BASELINES name
     if key not in MODELS:
         raise EffnetError(f"unknown model {name!r}: choose one of {', '.join(MODELS)} "
                          "(the prefix 'efficientnet_' is accepted too)")

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from ..errors import EffnetError
-from ..fast import optimize_for_inference
+from ..inference.optimize import optimize_for_inference
 from ..model_factory import create_model
-from ..profile import count_macs
+from ..profiling import count_macs
 from .harness import _autocast, _max_diff, describe_device, num_threads, time_alternating
 from .records import InferenceRow
 from .references import (
@@ -30,7 +30,7 @@ from .results import InferenceResult
 
 def _onnx_runner(model: nn.Module, resolution: int, threads: int | None
                  ) -> Callable[[torch.Tensor], Callable[[], Any]]:
-    from ..export import export_onnx, onnx_session
+    from ..inference.export import export_onnx, onnx_session
 
     path = Path(tempfile.mkdtemp(prefix="effnet-bench-")) / "model.onnx"
     export_onnx(model, path, image_size=resolution)

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from ..fast import optimize_for_inference
+from ..inference.optimize import optimize_for_inference
 from ..model_factory import create_model
-from ..profile import count_macs
+from ..profiling import count_macs
 from .harness import _no_grad_call, describe_device, num_threads, time_alternating
 from .references import PAPER_TABLE4, REFERENCE_BN_EPS, randomize_bn
 from .results import Table4Result

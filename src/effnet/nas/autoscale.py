@@ -15,9 +15,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import EffnetError
-from ..scaling import CompoundScaling, scale
+from ..errors import EffnetError, ParameterError
+from ..proxy.candidates import Cost, Scaled
+from ..proxy.queue import finished_jobs, run_jobs
+from ..proxy.trainer import ProxyData, load_trainer
+from ..proxy.workers import run_parallel, start_worker
+from ..scaling import CompoundScaling
 from ..search.config import SearchConfig
+from ..search.results import write_results
+from ..search.run import run_search
 from ..spec import EFFICIENTNET_B0, NetworkSpec, load_spec, save_spec
 from .autoscale_report import PAPER, family_rows, write_autoscale_report
 from .proxy import Proxy
@@ -53,11 +59,10 @@ def _family_jobs(phis: list[float], seeds: int) -> dict[str, dict]:
 
 
 def _family_member(spec: NetworkSpec, coeffs: tuple[float, float, float], phi: float,
-                   proxy: Proxy) -> tuple[NetworkSpec, int]:
-    """The proxy of `spec` compound-scaled by phi (Eq. 3): spec and resolution."""
+                   proxy: Proxy) -> Scaled:
+    """The proxy of `spec` compound-scaled by phi (Eq. 3)."""
     c = CompoundScaling(*coeffs).coefficients(phi, proxy.resolution)
-    scaled = scale(spec, proxy.width * c.width_mult, proxy.depth * c.depth_mult)
-    return scaled.with_(stem_stride=proxy.stem_stride), c.resolution
+    return proxy.scaled(spec, c.width_mult, c.depth_mult, c.resolution)
 
 
 def family_worker(found_path: str, coeffs: tuple[float, float, float], phis: list[float],
@@ -66,23 +71,19 @@ def family_worker(found_path: str, coeffs: tuple[float, float, float], phis: lis
     """Train the family's jobs (a queue shared by any number of workers)."""
     import torch
 
-    from ..nn.model import EfficientNet
-    from ..profile import count_macs, count_params
-    from ..search.queue import run_jobs
-    from ..search.trainer import ProxyData, load_trainer
-
-    _quiet_worker()
+    start_worker()
     train = load_trainer(trainer_ref)
     data = ProxyData(proxy.dataset, root, proxy.recipe)
     bases = {"found": (load_spec(found_path), coeffs), "b0-paper": (EFFICIENTNET_B0, PAPER)}
 
     def work(ctx) -> dict:
         spec, base_coeffs = bases[ctx.params["family"]]
-        member, res = _family_member(spec, base_coeffs, ctx.params["phi"], proxy)
+        member = _family_member(spec, base_coeffs, ctx.params["phi"], proxy)
+        res = member.resolution
         torch.manual_seed(ctx.params["seed"])
-        model = EfficientNet(member, num_classes=data.num_classes, in_chans=data.in_chans,
-                             drop_rate=0.1, drop_path_rate=0.05, bn_momentum=0.1)
-        macs, params = count_macs(model, res), count_params(model)
+        model = member.build(num_classes=data.num_classes, in_chans=data.in_chans)
+        cost = Cost.of(model, res)
+        macs, params = cost.macs, cost.params
         ctx.update({"macs": macs, "params": params, "resolution": res})
         out = train(model, res, data, proxy.recipe, ctx.params["seed"])
         return {"macs": macs, "params": params, "resolution": res, "value": out["val_top1"],
@@ -98,33 +99,13 @@ def family_worker(found_path: str, coeffs: tuple[float, float, float], phis: lis
 def grid_worker(cfg: SearchConfig, storage: str, root: str | None,
                 trainer_ref: str | None = None, worker: int = 0):
     """One worker of the grid search (step 1) on the found baseline; returns its result."""
-    from ..search.run import run_search
-    from ..search.trainer import load_trainer
-
-    _quiet_worker()
+    start_worker()
     return run_search(cfg, storage, "autoscale-grid", trainer=load_trainer(trainer_ref),
                       progress=False, root=root)
 
 
-def _quiet_worker() -> None:
-    """One torch thread, and Optuna's notices off (a spawned process starts with defaults)."""
-    import optuna
-    import torch
-
-    torch.set_num_threads(1)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
 def _parallel(fn, args: tuple, workers: int) -> None:
-    if workers <= 1:
-        fn(*args)
-        return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        for fut in [pool.submit(fn, *args, i) for i in range(workers)]:
-            fut.result()
+    run_parallel(fn, [(*args, i) for i in range(max(1, workers))])
 
 
 def run_autoscale(preset: AutoscalePreset, output: str | Path, phis: list[float],
@@ -133,12 +114,11 @@ def run_autoscale(preset: AutoscalePreset, output: str | Path, phis: list[float]
                   root: str | None = None, progress: bool = True,
                   trainer_ref: str | None = None) -> Path:
     """Run (or resume) the three steps; write OUTPUT/report.md and return its path."""
-    from ..search.queue import finished_jobs
     from .report import write_report
 
     if not phis or any(p < 1 for p in phis):
-        raise EffnetError(f"--phi must be >= 1 (phi 0 is the baseline itself), got "
-                          f"{','.join(f'{p:g}' for p in phis)}: e.g. --phi 1..3")
+        raise ParameterError(f"phis must be >= 1 (phi 0 is the baseline itself), got "
+                             f"{','.join(f'{p:g}' for p in phis)}", "phis")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'autoscale.db').resolve()}"
@@ -172,8 +152,6 @@ def run_autoscale(preset: AutoscalePreset, output: str | Path, phis: list[float]
     say(f"step 2/3: (alpha, beta, gamma) grid search at phi = 1, {len(gcfg.points())} points")
     _parallel(grid_worker, (gcfg, url, root, trainer_ref), workers)
     grid = grid_worker(gcfg, url, root, trainer_ref)
-    from ..search.results import write_results
-
     write_results(grid, gcfg, out / "grid")
     if grid.best is None:
         raise EffnetError("the grid search finished no candidate: see " + str(out / "grid"))

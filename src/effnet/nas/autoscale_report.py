@@ -7,9 +7,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ..io_utils import atomic_write_json, atomic_write_text
+from ..io_utils import atomic_write_json, atomic_write_text, pyplot, save_figure
 from ..spec import NetworkSpec
-from ..study.plots import pyplot, save_figure
 from .space import describe
 
 PAPER = (1.2, 1.1, 1.15)

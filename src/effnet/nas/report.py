@@ -6,9 +6,8 @@ import csv
 import io
 from pathlib import Path
 
-from ..io_utils import atomic_write_text
+from ..io_utils import atomic_write_text, pyplot, save_figure
 from ..spec import save_spec, spec_from_dict
-from ..study.plots import pyplot, save_figure
 from .search import NasConfig, NasResult, describe_row
 
 CSV_FIELDS = ("trial", "status", "baseline", "macs", "params", "accuracy", "reward", "seconds",

@@ -2,7 +2,7 @@
 
 EfficientNet-B0 was found by maximising ``ACC(m) x [FLOPS(m) / T]^w`` with
 ``w = -0.07`` and ``T`` the target FLOPs. Here FLOPs are multiply-adds
-measured on the built model (:func:`effnet.profile.count_macs`); the ratio
+measured on the built model (:func:`effnet.profiling.count_macs`); the ratio
 is the same whichever unit is used for both. With ``w = 0`` the reward is the
 accuracy alone; a more negative ``w`` favours smaller models: at w = -0.07 a
 model with twice the target's MACs needs about 5% (relative) more accuracy

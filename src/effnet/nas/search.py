@@ -17,7 +17,7 @@ trials are stopped early by Optuna's median pruner through the trainer's
 per-evaluation hook (single objective only: Optuna does not prune
 multi-objective trials).
 
-Storage works as in `effnet search` (:mod:`effnet.search.storage`): trials
+Storage works as in `effnet search` (:mod:`effnet.proxy.storage`): trials
 live in an Optuna RDB storage, so a rerun resumes (finished trials are
 kept and only the missing ones run), several workers or machines share one
 study through ``postgresql://...``, and a worker that dies stops writing its
@@ -34,11 +34,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import EffnetError
+from ..errors import EffnetError, ParameterError
 from ..io_utils import first_line
-from ..search.queue import _fail_never_started, mark_started
-from ..search.storage import GRACE_S, HEARTBEAT_S, _quiet_optuna, open_storage, storage_url
-from ..search.trainer import ProxyData, Trainer, train_proxy
+from ..proxy.queue import SKIP_ATTR, mark_started, serve
+from ..proxy.storage import GRACE_S, HEARTBEAT_S, open_storage, storage_url
+from ..proxy.trainer import ProxyData, Trainer, load_trainer, train_proxy
+from ..proxy.workers import quiet_optuna, run_parallel, start_worker
 from ..spec import spec_to_dict
 from .proxy import Proxy
 from .reward import DEFAULT_W, reward
@@ -48,7 +49,6 @@ DEFAULT_STUDY = "effnet-nas"
 KIND = "baseline-search"
 IDENTITY_ATTR = "effnet_nas"   # study user attr: the settings a rerun must match
 ROLE_ATTR = "role"             # trial user attr: "baseline" for the enqueued base
-SKIP_ATTR = "effnet_skipped"   # trial user attr: ran nothing (its slot was taken)
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,8 @@ class NasConfig:
 
     def __post_init__(self) -> None:
         if self.target_macs is not None and not self.target_macs > 0:
-            raise EffnetError(f"--target-macs must be > 0, got {self.target_macs}")
+            raise ParameterError(f"target_macs must be > 0, got {self.target_macs}",
+                                 "target_macs")
         reward(0.5, 1.0, 1.0, self.w)  # validates w
 
     def identity(self, target: float) -> dict[str, Any]:
@@ -182,7 +183,7 @@ def _objective(cfg: NasConfig, n_trials: int, data: ProxyData, trainer: Trainer,
             trial.set_user_attr("seconds", time.perf_counter() - t0)
         if not isinstance(out, dict) or "val_top1" not in out:
             raise EffnetError("the trainer must return a dict with 'val_top1' (a fraction): see "
-                              "effnet.search.trainer.train_proxy")
+                              "effnet.proxy.trainer.train_proxy")
         acc = float(out["val_top1"])
         r = reward(acc, cost.macs, target, cfg.w)
         trial.set_user_attr("accuracy", acc)
@@ -205,7 +206,7 @@ def _sampler(cfg: NasConfig, worker: int, offset: int = 0):
     seed = cfg.seed + 1000 * worker + offset
     if cfg.multi_objective:
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
-    with _quiet_optuna():  # constant_liar (parallel workers avoid each other) is experimental
+    with quiet_optuna():  # constant_liar (parallel workers avoid each other) is experimental
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, constant_liar=True,
                                           multivariate=True, group=False)
 
@@ -228,9 +229,9 @@ def _open_study(store, cfg: NasConfig, study_name: str, target: float, worker: i
 
     directions = ["maximize", "minimize"] if cfg.multi_objective else ["maximize"]
     offset = 0
-    with contextlib.suppress(KeyError), _quiet_optuna():
+    with contextlib.suppress(KeyError), quiet_optuna():
         offset = len(optuna.load_study(study_name=study_name, storage=store).trials)
-    with _quiet_optuna():
+    with quiet_optuna():
         study = optuna.create_study(storage=store, study_name=study_name, directions=directions,
                                     sampler=_sampler(cfg, worker, offset),
                                     pruner=_pruner(prune and not cfg.multi_objective),
@@ -238,17 +239,17 @@ def _open_study(store, cfg: NasConfig, study_name: str, target: float, worker: i
     mine = cfg.identity(target)
     if study.user_attrs.get(IDENTITY_ATTR) is None:
         if study.get_trials(deepcopy=False):
-            raise EffnetError(f"study {study_name!r} was not made by `effnet nas`: pass another "
-                              "--study-name or --storage")
+            raise ParameterError(f"study {study_name!r} was not made by `effnet nas`: pass "
+                                 "another study_name or storage", "study_name", "storage")
         study.set_user_attr(IDENTITY_ATTR, mine)
         # The base (B0) is trial 0: the report compares every trial with it.
         study.enqueue_trial(cfg.space.baseline_choice(), user_attrs={ROLE_ATTR: "baseline"})
     old = study.user_attrs[IDENTITY_ATTR]
     diff = [k for k in sorted(set(old) | set(mine)) if old.get(k) != mine.get(k)]
     if diff:
-        raise EffnetError(f"study {study_name!r} was run with other settings ({', '.join(diff)} "
-                          "differ): rerun with the same settings, or a new --study-name or "
-                          "--output")
+        raise ParameterError(f"study {study_name!r} was run with other settings "
+                             f"({', '.join(diff)} differ): rerun with the same settings, or a new "
+                             "study_name or storage", "study_name", "storage")
     return study
 
 
@@ -260,16 +261,13 @@ def run_nas(cfg: NasConfig, n_trials: int, storage: str, study_name: str = DEFAU
     """Run (or resume, or join) the baseline search until `n_trials` trials are done.
 
     Returns every trial of the stored study (:func:`trial_rows`). `trainer`
-    defaults to :func:`~effnet.search.trainer.train_proxy`, `data` to the
+    defaults to :func:`~effnet.proxy.trainer.train_proxy`, `data` to the
     proxy's dataset; `worker` (0, 1, ...) offsets the sampler's seed.
     """
-    import optuna
     from tqdm.auto import tqdm
 
-    from ..search.queue import _optuna_silent
-
     if n_trials < 1:
-        raise EffnetError(f"--trials must be >= 1, got {n_trials}")
+        raise ParameterError(f"n_trials must be >= 1, got {n_trials}", "n_trials")
     url = storage_url(storage)
     store = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     if data is None:
@@ -283,22 +281,19 @@ def run_nas(cfg: NasConfig, n_trials: int, storage: str, study_name: str = DEFAU
     ran = [0]
     objective = _objective(cfg, n_trials, data, trainer or train_proxy, target, prune,
                            lambda s: bar.set_postfix_str(s, refresh=True), ran)
-    poll = poll_s if poll_s is not None else min(float(heartbeat_interval), 5.0)
+
+    def next_action() -> str:
+        counts = _counts(study.get_trials(deepcopy=False))
+        bar.n = min(n_trials, counts["done"])
+        bar.refresh()
+        if counts["live"] < n_trials or counts["waiting"]:
+            return "run"
+        # other workers (or dead ones) hold the last trials
+        return "wait" if counts["running"] else "stop"
+
     try:
-        while True:
-            counts = _counts(study.get_trials(deepcopy=False))
-            bar.n = min(n_trials, counts["done"])
-            bar.refresh()
-            if counts["live"] < n_trials or counts["waiting"]:
-                with _optuna_silent():
-                    study.optimize(objective, n_trials=1, gc_after_trial=False)
-            elif counts["running"]:  # other workers (or dead ones) hold the last trials
-                time.sleep(poll)
-                with _quiet_optuna():
-                    optuna.storages.fail_stale_trials(study)
-                _fail_never_started(study, store)
-            else:
-                break
+        serve(study, store, objective, next_action,
+              poll=poll_s if poll_s is not None else min(float(heartbeat_interval), 5.0))
     finally:
         bar.close()
     return NasResult(study_name, url, target, base_cost, trial_rows(study), ran[0])
@@ -341,13 +336,7 @@ def nas_worker(cfg: NasConfig, n_trials: int, storage: str, study_name: str, roo
 
     Returns the number of trials it trained.
     """
-    import optuna
-    import torch
-
-    from ..search.trainer import load_trainer
-
-    torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    start_worker(threads)
     result = run_nas(cfg, n_trials, storage, study_name, trainer=load_trainer(trainer_ref),
                      prune=prune, progress=progress, worker=worker, root=root,
                      heartbeat_interval=heartbeat_interval, grace_period=grace_period)
@@ -360,20 +349,10 @@ def run_workers(cfg: NasConfig, n_trials: int, storage: str, study_name: str = D
                 progress: bool = True, prune: bool = True) -> None:
     """Run the search in `workers` processes (one torch thread each) sharing `storage`."""
     if workers < 1:
-        raise EffnetError(f"--workers must be >= 1, got {workers}")
+        raise ParameterError(f"workers must be >= 1, got {workers}", "workers")
     args = (cfg, n_trials, storage, study_name, root, trainer_ref, heartbeat_interval,
             grace_period)
-    if workers == 1:
-        nas_worker(*args, 0, 1, progress, prune)
-        return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(nas_worker, *args, i, 1, progress and i == 0, prune)
-                   for i in range(workers)]
-        for fut in futures:
-            fut.result()
+    run_parallel(nas_worker, [(*args, i, 1, progress and i == 0, prune) for i in range(workers)])
 
 
 def load_result(cfg: NasConfig, storage: str, study_name: str = DEFAULT_STUDY,
@@ -384,7 +363,7 @@ def load_result(cfg: NasConfig, storage: str, study_name: str = DEFAULT_STUDY,
     url = storage_url(storage)
     store = open_storage(url, must_exist=True)
     try:
-        with _quiet_optuna():
+        with quiet_optuna():
             study = optuna.load_study(study_name=study_name, storage=store)
     except KeyError:
         raise EffnetError(f"no search {study_name!r} in {url}: run `effnet nas` first") from None

@@ -6,11 +6,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import EffnetError
+from ..errors import ParameterError
+from ..proxy.candidates import Scaled
+from ..proxy.trainer import ProxyRecipe
 from ..scaling import CompoundScaling
-from .candidates import Scaled
 from .grid import GridPoint, enumerate_grid
-from .trainer import Recipe
 
 DEFAULT_STUDY = "effnet-search"
 KIND = "grid-search"  # the identity of a grid-search study says so (one storage holds many)
@@ -39,16 +39,16 @@ class SearchConfig:
     tolerance: float = 0.1
     max_value: float | None = None
     seeds: int = 2
-    recipe: Recipe = field(default_factory=Recipe)
+    recipe: ProxyRecipe = field(default_factory=ProxyRecipe)
     mac_tolerance: float | None = 0.25
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
-            raise EffnetError(f"--seeds must be >= 1, got {self.seeds}")
+            raise ParameterError(f"seeds must be >= 1, got {self.seeds}", "seeds")
         if self.image_size < 8:
-            raise EffnetError(f"--image-size must be >= 8, got {self.image_size}")
+            raise ParameterError(f"image_size must be >= 8, got {self.image_size}", "image_size")
         if self.mac_tolerance is not None and self.mac_tolerance < 0:
-            raise EffnetError("--mac-tolerance must be >= 0")
+            raise ParameterError("mac_tolerance must be >= 0", "mac_tolerance")
 
     def points(self) -> list[GridPoint]:
         """The grid points: (alpha, beta, gamma) with alpha*beta^2*gamma^2 ~ target."""

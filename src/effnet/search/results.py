@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EffnetError
+from ..proxy.queue import finished_jobs, storage_url, study_identities
 from ..train.checkpoint import atomic_write_text
 from .config import KIND, SearchConfig
 from .grid import GridPoint
-from .queue import finished_jobs, storage_url, study_identities
 
 if TYPE_CHECKING:
     from .run import SearchResult
@@ -40,8 +40,8 @@ def ranked_rows(points: list[GridPoint], results: dict[str, dict],
                 states: dict[str, str]) -> list[dict]:
     """One row per grid point: trained ones ranked by mean validation top-1, then the rest.
 
-    `results` and `states` are the queue's (:func:`~effnet.search.queue.run_jobs`,
-    :func:`~effnet.search.queue.job_states`), keyed by grid-point label.
+    `results` and `states` are the queue's (:func:`~effnet.proxy.queue.run_jobs`,
+    :func:`~effnet.proxy.queue.job_states`), keyed by grid-point label.
     """
     rows = [_row(p, results.get(p.label), states.get(p.label)) for p in points]
     rows.sort(key=lambda r: (r["status"] != "complete", -(r.get("val_top1") or 0.0),
@@ -108,7 +108,7 @@ def _markdown(result: SearchResult, cfg: SearchConfig, saving: dict | None) -> s
           f"{cfg.image_size} px on {cfg.dataset}: {result.base_cost.params / 1e6:.3f} M params, "
           f"{result.base_cost.macs / 1e6:.2f} M MACs (measured). Target: {cfg.target:g}x the "
           f"base's MACs; 'vs target' is each candidate's measured distance from it.", "",
-          f"Proxy training per candidate and seed (effnet.search.trainer.train_proxy, the "
+          f"Proxy training per candidate and seed (effnet.proxy.trainer.train_proxy, the "
           f"study's trainer): {r.epochs} epoch(s) over {r.train_size or 'all'} training images, "
           f"AdamW one-cycle, lr {r.lr:g}, batch {r.batch_size}, flips {'on' if r.flip else 'off'};"
           f" score: mean validation top-1 over {cfg.seeds} seed(s) (validation held out of the "

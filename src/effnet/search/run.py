@@ -1,10 +1,10 @@
 """Step 1 of compound scaling: the alpha/beta/gamma grid search (paper Sec. 3.3), run.
 
 Every grid point (:func:`~effnet.search.grid.enumerate_grid`) is a job of
-the queue (:mod:`.queue`): the base network scaled at phi = 1 (depth alpha,
+the queue (:mod:`effnet.proxy.queue`): the base network scaled at phi = 1 (depth alpha,
 width beta, resolution gamma), its MACs measured and compared with the
 target (2x the base's), trained by the proxy trainer
-(:func:`~effnet.search.trainer.train_proxy`, the same one the scaling study
+(:func:`~effnet.proxy.trainer.train_proxy`, the same one the scaling study
 uses) for several seeds, and scored on a validation split held out of the
 training set.
 
@@ -23,10 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import EffnetError
-from .candidates import Cost, measure
-from .config import DEFAULT_STUDY, SearchConfig
-from .grid import GridPoint
-from .queue import (
+from ..proxy.candidates import Cost, measure
+from ..proxy.queue import (
     GRACE_S,
     HEARTBEAT_S,
     JobContext,
@@ -35,8 +33,10 @@ from .queue import (
     run_jobs,
     storage_url,
 )
+from ..proxy.trainer import ProxyData, Trainer, train_proxy
+from .config import DEFAULT_STUDY, SearchConfig
+from .grid import GridPoint
 from .results import ranked_rows
-from .trainer import ProxyData, Trainer, train_proxy
 
 
 @dataclass
@@ -117,7 +117,7 @@ def _train_seeds(ctx: JobContext, cfg: SearchConfig, point: GridPoint, data: Pro
         seconds += time.perf_counter() - t0
         if not isinstance(out, dict) or "val_top1" not in out:
             raise EffnetError("the trainer must return a dict with 'val_top1' (a fraction), "
-                              f"got {type(out).__name__}: see effnet.search.trainer.train_proxy")
+                              f"got {type(out).__name__}: see effnet.proxy.trainer.train_proxy")
         tops.append(float(out["val_top1"]))
         curves.append([float(v) for v in out.get("curve", [])])
         ctx.update({"val_top1_seeds": tops, "seconds": seconds})
@@ -163,7 +163,7 @@ def run_search(cfg: SearchConfig, storage: str = "sqlite:///search.db",
 
     `max_candidates` stops this worker after that many (the rest stay queued
     for a rerun or other workers). `trainer` defaults to
-    :func:`~effnet.search.trainer.train_proxy`; `data` to the proxy data of
+    :func:`~effnet.proxy.trainer.train_proxy`; `data` to the proxy data of
     `cfg.dataset` (its classes and channels size every model).
     """
     from tqdm.auto import tqdm

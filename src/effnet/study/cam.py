@@ -42,7 +42,7 @@ def class_activation_maps(runs: list[Run], data, models_dir: Path, n_images: int
                           stride: int = 4) -> dict | None:
     """Activation maps of each model in `runs` (seed-0 weights) on the same validation images.
 
-    `data` is the study's :class:`~effnet.search.trainer.ProxyData`; models
+    `data` is the study's :class:`~effnet.proxy.trainer.ProxyData`; models
     whose weights are not in `models_dir` are left out.
     """
     import torch.nn.functional as F

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from ..errors import EffnetError
+from ..proxy.candidates import Cost, Scaled, measure
 from ..scaling import CompoundScaling, flops_constraint, scaled_resolution
-from ..search.candidates import Cost, Scaled, measure
 from .presets import STRATEGIES, BaseNet, Preset
 
 

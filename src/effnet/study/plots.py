@@ -6,35 +6,13 @@ the mean and spread over seeds) and writes one PNG atomically.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
-from ..io_utils import atomic_path
+from ..io_utils import pyplot, save_figure
 from .presets import STRATEGIES
 
 COLORS = {"baseline": "black", "depth": "tab:blue", "width": "tab:orange",
           "resolution": "tab:green", "compound": "tab:red"}
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (files only, no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: str | os.PathLike, **savefig: Any) -> None:
-    """Write `fig` to `path` as a 110-dpi PNG atomically (:func:`effnet.io_utils.atomic_path`),
-    then close it."""
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=110, **savefig)
-    finally:
-        pyplot().close(fig)
 
 
 def _tag(r: dict) -> str:

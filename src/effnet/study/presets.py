@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from ..search.trainer import Recipe
+from ..proxy.trainer import ProxyRecipe
 
 STRATEGIES = ("depth", "width", "resolution", "compound")
 
@@ -45,7 +45,7 @@ class Budget:
     """
 
     name: str
-    recipe: Recipe
+    recipe: ProxyRecipe
     bases: tuple[str, ...] | None = None
 
     def covers(self, base: str) -> bool:
@@ -82,8 +82,8 @@ class Preset:
 B0_BASE = BaseNet("b0", 0.25, 0.6)
 BASES = (B0_BASE, BaseNet("mobilenetv2", 0.35, 0.6), BaseNet("resnet50", 0.125, 0.6))
 
-SHORT = Recipe(epochs=1, evals=4)
-LONG = Recipe(epochs=3, evals=8)
+SHORT = ProxyRecipe(epochs=1, evals=4)
+LONG = ProxyRecipe(epochs=3, evals=8)
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(name="quick", dataset="fashion-mnist", image_size=14, bases=(B0_BASE,),
@@ -95,8 +95,8 @@ PRESETS: dict[str, Preset] = {
     "full": Preset(name="full", dataset="fashion-mnist", image_size=14,
                    bases=(BaseNet("b0", 0.5, 1.1), BaseNet("mobilenetv2", 0.5, 1.1),
                           BaseNet("resnet50", 0.25, 0.6)),
-                   budgets=(Budget("short", Recipe(epochs=4, evals=8)),
-                            Budget("long", Recipe(epochs=16, evals=16))),
+                   budgets=(Budget("short", ProxyRecipe(epochs=4, evals=8)),
+                            Budget("long", ProxyRecipe(epochs=16, evals=16))),
                    seeds=5, targets=(2.5, 4.0), table3_target=4.0),
 }
 

@@ -1,7 +1,7 @@
 """Running the study: plan every model, train each for every budget and seed, write the report.
 
 One job is (budget, model, seed). Jobs go through the same Optuna storage as
-the grid search (:func:`effnet.search.queue.run_jobs`): by default an SQLite
+the grid search (:func:`effnet.proxy.queue.run_jobs`): by default an SQLite
 file in the output folder, so a rerun resumes; with ``--storage
 postgresql://...`` any number of workers on any number of machines split one
 study, each job is trained once, and the job of a worker that died is
@@ -19,9 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import EffnetError
-from ..search.queue import finished_jobs, job_states, run_jobs, storage_url
-from ..search.trainer import ProxyData, Recipe, Trainer, load_trainer, train_proxy
+from ..errors import EffnetError, ParameterError
+from ..proxy.queue import finished_jobs, job_states, run_jobs, storage_url
+from ..proxy.trainer import ProxyData, ProxyRecipe, Trainer, load_trainer, train_proxy
+from ..proxy.workers import run_parallel
 from ..train.loop import save_weights
 from .plan import Run, cam_runs, plan
 from .presets import PRESETS, Preset
@@ -35,7 +36,7 @@ def job_key(budget: str, run_key: str, seed: int) -> str:
     return f"{budget}/{run_key}/{seed}"
 
 
-def _data(dataset: str, root: str | None, recipe: Recipe, download: bool) -> ProxyData:
+def _data(dataset: str, root: str | None, recipe: ProxyRecipe, download: bool) -> ProxyData:
     """This worker's in-memory data for `recipe`'s subsets (kept while the recipe repeats)."""
     key = json.dumps([dataset, root, recipe.train_size, recipe.val_size, recipe.val_fraction])
     if _WORKER.get("data_key") != key:
@@ -49,7 +50,7 @@ def train_job(run: dict, seed: int, recipe: dict, preset: dict, root: str | None
     """Train one study model for one seed with one budget's recipe; return its result."""
     import torch
 
-    rec = Recipe(**recipe)
+    rec = ProxyRecipe(**recipe)
     data = _data(preset["dataset"], root, rec, download)
     scaled = Run.from_dict(run).scaled
     torch.manual_seed(seed)
@@ -73,7 +74,8 @@ def resolve_preset(preset: str | Preset, seeds: int | None = None) -> Preset:
         preset = PRESETS[preset]
     if seeds is not None:
         if seeds < 2:
-            raise EffnetError("--seeds must be >= 2: every verdict needs a spread over seeds")
+            raise ParameterError("seeds must be >= 2: every verdict needs a spread over seeds",
+                                 "seeds")
         preset = replace(preset, seeds=seeds)
     return preset
 
@@ -155,7 +157,7 @@ def run_study(preset: str | Preset, output: str | Path, seeds: int | None = None
     `standard` reference) whose ranking of the B0 models this run is compared
     with (Kendall's tau). `trainer` names a replacement for the proxy trainer
     ('package.module:function', the signature of
-    :func:`~effnet.search.trainer.train_proxy`); tests use a fast fake one.
+    :func:`~effnet.proxy.trainer.train_proxy`); tests use a fast fake one.
     """
     t_start = time.perf_counter()
     preset = resolve_preset(preset, seeds)
@@ -177,16 +179,7 @@ def run_study(preset: str | Preset, output: str | Path, seeds: int | None = None
     if progress:
         print(f"{len(jobs)} training jobs ({len(runs)} models), {n_workers} worker(s)",
               flush=True)
-    if n_workers == 1:
-        study_worker(*args, progress=progress)
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(study_worker, *args, 1, progress) for _ in range(n_workers)]
-            for fut in futures:
-                fut.result()
+    run_parallel(study_worker, [(*args, 1, progress) for _ in range(n_workers)])
     states = job_states(url, name)
     waiting = [k for k, v in states.items() if v != "done"]
     if waiting:

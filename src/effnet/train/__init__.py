@@ -1,6 +1,7 @@
 """Training with the paper's recipe (Section 5.2): `fit`, RMSpropTF, schedules, EMA, checkpoints.
 
-Python use (the grid search trains each candidate this way)::
+Python use (the grid search, the study and the baseline search train their many small models
+with the proxy trainer instead, :func:`effnet.proxy.trainer.train_proxy`)::
 
     from effnet import create_model
     from effnet.train import fit

@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import EffnetError
+from ..errors import ParameterError
 from .checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint
 from .checkpoint import save_checkpoint as _save_checkpoint
 from .rundir import RunLock, check_new_run, check_no_links, remove_stale_temporaries
@@ -90,7 +90,7 @@ def summary(model: nn.Module, *, model_name: str | None, image_size: int | None,
             batch_size: int, history: list[dict], best_epoch: int | None, steps: int,
             wall: float) -> dict:
     """summary.json: the model, its cost, the budget, and the best and final epoch's metrics."""
-    from ..profile import count_macs, count_params
+    from ..profiling import count_macs, count_params
 
     macs = None
     if image_size:
@@ -141,7 +141,8 @@ class RunWriter:
             if not resuming:
                 check_new_run(self.out, force, resume)  # type: ignore[arg-type]
         if resume and ckpt is None:
-            raise EffnetError("--resume needs --output: the run folder holding last.pt")
+            raise ParameterError("resume needs output: the run folder holding last.pt", "resume",
+                                 "output")
         return load_checkpoint(ckpt) if resuming else None  # type: ignore[arg-type]
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import EffnetError
+from ..errors import EffnetError, ParameterError
 from ..io_utils import (  # noqa: F401 (re-exported)
     atomic_write,
     atomic_write_bytes,
@@ -70,7 +70,7 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = CHECKPOINT_KEY
     """
     path = Path(path)
     if not path.is_file():
-        raise EffnetError(f"no checkpoint at {path}: drop --resume to start a new run")
+        raise ParameterError(f"no checkpoint at {path}: drop resume to start a new run", "resume")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

@@ -1,7 +1,7 @@
 """The training loop: `fit(model, train_data, val_data, ...)`.
 
-One function serves the command line, Python callers (the compound-scaling
-grid search trains each candidate with it) and torchrun. It never loses
+One function serves the command line, Python callers and torchrun (the
+proxy experiments train with :func:`effnet.proxy.trainer.train_proxy`). It never loses
 work: checkpoints are atomic, hold everything needed to continue (model,
 EMA, optimizer, scheduler, scaler, every RNG, epoch and step), and a run
 resumed after SIGKILL replays the exact same steps: the sample order is a
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..errors import EffnetError
+from ..errors import EffnetError, ParameterError
 from . import distributed as D
 from .artifacts import RunWriter, save_weights, summary, weights_meta
 from .checkpoint import rng_state, set_rng_state
@@ -153,8 +153,8 @@ class _Budget:
 
 def _budget(cfg: TrainConfig, train_data: Dataset | DataLoader, info: D.DistInfo) -> _Budget:
     if cfg.batch_size < 1 or cfg.batch_size % info.world_size:
-        raise EffnetError(f"--batch-size {cfg.batch_size} must be a positive multiple of the "
-                          f"number of processes ({info.world_size})")
+        raise ParameterError(f"batch_size {cfg.batch_size} must be a positive multiple of the "
+                             f"number of processes ({info.world_size})", "batch_size")
     per_proc = cfg.batch_size // info.world_size
     sampler = None
     if isinstance(train_data, DataLoader):
@@ -166,13 +166,14 @@ def _budget(cfg: TrainConfig, train_data: Dataset | DataLoader, info: D.DistInfo
                                      shuffle=True, seed=cfg.seed, drop_last=True)
         steps_per_epoch = len(sampler) // per_proc
     if steps_per_epoch == 0:
-        raise EffnetError(f"batch size {cfg.batch_size} is larger than the training set "
-                          f"({n_train} images): lower --batch-size to at most {n_train}")
+        raise ParameterError(f"batch size {cfg.batch_size} is larger than the training set "
+                             f"({n_train} images): lower batch_size to at most {n_train}",
+                             "batch_size")
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps) if cfg.epochs else cfg.max_steps
     if total_steps < 1:
-        raise EffnetError("nothing to train: give --epochs >= 1 (or max_steps >= 1)")
+        raise ParameterError("nothing to train: give epochs >= 1 (or max_steps >= 1)", "epochs")
     return _Budget(per_proc, steps_per_epoch, total_steps,
                    math.ceil(total_steps / steps_per_epoch), sampler)
 
@@ -185,7 +186,8 @@ def _config(cfg: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
     for k, v in overrides.items():
         setattr(cfg, k, v)
     if cfg.eval_every < 1:
-        raise EffnetError(f"--eval-every {cfg.eval_every} must be >= 1 (evaluate every N epochs)")
+        raise ParameterError(f"eval_every {cfg.eval_every} must be >= 1 (evaluate every N epochs)",
+                             "eval_every")
     return cfg
 
 

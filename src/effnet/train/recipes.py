@@ -15,7 +15,7 @@ When to use which:
   classifier at zero (the loss starts at log(num_classes)) and each residual
   branch at zero (the last BN's gamma, as timm's ``zero_init_last``). For
   small datasets and budgets of 1-50 epochs (Fashion-MNIST, CIFAR,
-  fine-tuning, the grid search's proxy runs), where the paper schedule would
+  fine-tuning), where the paper schedule would
   barely leave warm-up.
 * ``short-sgd``: the same schedule with Nesterov SGD (lr 0.1 per 256), the
   usual choice for fine-tuning from pretrained weights.

@@ -23,7 +23,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from ..errors import EffnetError
+from ..errors import EffnetError, ParameterError
 from ..io_utils import pid_alive
 from .recipes import Recipe
 
@@ -53,10 +53,10 @@ class RunLock:
                     with contextlib.suppress(FileNotFoundError):
                         self.path.unlink()
                     continue
-                raise EffnetError(
+                raise ParameterError(
                     f"{self.path.parent} is in use by another effnet train ({owner}): wait for it "
-                    f"to finish, or use another --output (delete {self.path} only if that "
-                    "process is gone)") from None
+                    f"to finish, or use another output (delete {self.path} only if that "
+                    "process is gone)", "output") from None
             with os.fdopen(fd, "w") as f:
                 f.write(me)
             self.held = True
@@ -105,9 +105,9 @@ def check_no_links(folder: str | os.PathLike) -> None:
             places += sorted((folder / sub).iterdir())
     for path in places:
         if path.is_symlink():
-            raise EffnetError(f"{path} is a symbolic link: effnet never writes or deletes "
-                              "through links in a run folder; replace it with a plain file or "
-                              "folder, or use another --output")
+            raise ParameterError(f"{path} is a symbolic link: effnet never writes or deletes "
+                                 "through links in a run folder; replace it with a plain file or "
+                                 "folder, or use another output", "output")
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
@@ -134,10 +134,10 @@ def check_new_run(folder: str | os.PathLike, force: bool, resume: bool = False) 
     if not existing:
         return
     if not force:
-        fix = ("it has no last.pt to resume from: use --force to start over (deletes it)"
-               if resume else "add --resume to continue it, --force to start over (deletes it)")
-        raise EffnetError(f"{folder} already holds a training run ({', '.join(existing[:3])}): "
-                          f"{fix}, or use another --output")
+        fix = ("it has no last.pt to continue: use force to start over (deletes it)"
+               if resume else "use resume to continue it, force to start over (deletes it)")
+        raise ParameterError(f"{folder} already holds a training run ({', '.join(existing[:3])}): "
+                             f"{fix}, or use another output", "force", "resume", "output")
     for name in [*existing, "config.json"]:
         if not (folder / name).exists():
             continue
@@ -167,10 +167,10 @@ def check_resume_settings(saved: dict, now: dict, where: str) -> None:
     """
     for key, value in now.items():
         if key in saved and saved[key] != value and not _same_number(saved[key], value):
-            flag = "--" + key.replace("_", "-")
-            raise EffnetError(f"{flag} is {value!r} but the run in {where} was trained with "
-                              f"{saved[key]!r}: resume with the same {flag} (or drop it), or "
-                              "start a new run (--force or another --output)")
+            raise ParameterError(f"{key} is {value!r} but the run in {where} was trained with "
+                                 f"{saved[key]!r}: resume with the same {key} (or drop it), or "
+                                 "start a new run (force or another output)", key, "force",
+                                 "output")
 
 
 def _same_number(a: object, b: object) -> bool:

@@ -1,4 +1,4 @@
-"""`effnet` subcommands of issue 3 (weights): convert, export, predict, eval."""
+"""`effnet convert`, `export`, `predict` and `eval`: weights in other layouts, and inference."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import EffnetError
-from .weights import LAYOUTS
+from ..errors import EffnetError
+from ..weights import LAYOUTS
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
     """Load any supported checkpoint into a named model and save it in effnet's format."""
-    from .model_factory import create_model
-    from .predict import check_finite, run_weights, train_metadata
-    from .weights import is_pretrained_dir, load_weights, read_config
+    from ..inference.predict import check_finite, run_weights, train_metadata
+    from ..model_factory import create_model
+    from ..weights import is_pretrained_dir, load_weights, read_config
 
     source = run_weights(args.source)  # a training run folder: its best weights
     out = Path(args.output)
@@ -32,13 +32,20 @@ def cmd_convert(args: argparse.Namespace) -> int:
         config = read_config(source)
         kwargs.update(num_classes=int(config.get("num_classes", 1000)),
                       in_chans=int(config.get("in_chans", 3)))
-    model = create_model(args.model, **kwargs)
+    name = args.model or (found[0].get("name") if found is not None else None)
+    if name is not None:
+        model = create_model(name, **kwargs)
+    elif is_pretrained_dir(source):  # its config.json names the model (or holds its spec)
+        model = create_model(pretrained=source, **kwargs)
+    else:
+        raise EffnetError(f"give --model: {source} is not a save_pretrained folder or a training "
+                          "run, so it does not say which model it holds")
     result = load_weights(model, source, layout=args.layout, adapt=False)
     if found is not None:
         model.pretrained_cfg.update(found[1], num_classes=model.num_classes)
     check_finite(model, source)
     if args.to != "effnet":  # timm's or torchvision's layout
-        from .weights.convert import save_foreign
+        from ..weights.convert import save_foreign
 
         print(f"read   {result}\nwrote  {save_foreign(model, args.output, args.to)}")
         return 0
@@ -51,11 +58,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a model with its weights to ONNX (dynamic batch) or TorchScript."""
-    from .export import check_opset, export, max_onnx_difference
-    from .limits import check_resolution
-    from .model_factory import create_model
-    from .predict import model_from_weights, run_weights, train_metadata
-    from .weights import is_pretrained_dir
+    from ..inference.export import check_opset, export, max_onnx_difference
+    from ..inference.predict import model_from_weights, run_weights, train_metadata
+    from ..limits import check_resolution
+    from ..model_factory import create_model
+    from ..weights import is_pretrained_dir
 
     name = args.name
     if args.weights is None and (is_pretrained_dir(run_weights(name))
@@ -74,7 +81,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_resolution(model, size)
     exported = model
     if not args.no_optimize:  # BN folded into the convs: a smaller graph, same outputs
-        from .fast import optimize_for_inference
+        from ..inference.optimize import optimize_for_inference
 
         exported = optimize_for_inference(model)
     path = export(exported, args.output, args.format, size, args.opset)
@@ -92,10 +99,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _check_output(output: str, weights: object, force: bool) -> None:
     """Never write over the weights being read; replace another existing file only if forced."""
-    from .export import _weights_file
+    from ..inference.export import weights_file
 
     out = Path(output)
-    source = _weights_file(weights)
+    source = weights_file(weights)
     if source is not None:
         sources = {source.resolve(), source.parent.resolve() / "config.json"} if \
             source.name == "model.safetensors" else {source.resolve()}
@@ -111,7 +118,7 @@ def _check_output(output: str, weights: object, force: bool) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Top-k classes of each image; undecodable images are reported and skipped."""
-    from .predict import Failure, image_paths, predict, prepare_model
+    from ..inference.predict import Failure, image_paths, predict, prepare_model
 
     if args.batch_size < 1 or args.topk < 1:
         raise EffnetError(f"--batch-size ({args.batch_size}) and --topk ({args.topk}) must be "
@@ -138,9 +145,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Top-1 / top-5 accuracy on an ImageFolder tree."""
-    from .evaluate import evaluate
-    from .limits import check_workers
-    from .predict import prepare_model
+    from ..inference.evaluate import evaluate
+    from ..inference.predict import prepare_model
+    from ..limits import check_workers
 
     if args.limit is not None and args.limit < 1:
         raise EffnetError(f"--limit {args.limit} must be >= 1 (the number of images to evaluate)")
@@ -184,7 +191,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert a timm/torchvision/TF-ported checkpoint to "
                                        "effnet's format (safetensors + config.json)")
     p.add_argument("source", help="checkpoint file or folder, or 'packaged'")
-    p.add_argument("--model", required=True, help="model name the checkpoint belongs to")
+    p.add_argument("--model", default=None,
+                   help="model name the checkpoint belongs to; optional for a save_pretrained "
+                        "folder or a training run (their config names the model)")
     p.add_argument("--output", required=True, help="folder to write")
     p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS),
                    help="the checkpoint's key layout (default: detected)")

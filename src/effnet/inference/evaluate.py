@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .data.images import IMG_EXTENSIONS, load_image
-from .errors import EffnetError
+from ..data.images import IMG_EXTENSIONS, load_image
+from ..errors import EffnetError, ParameterError
 from .predict import PreparedModel, imagenet_synsets
 
 
@@ -55,8 +55,8 @@ def class_mapping(folders: Sequence[str], num_classes: int,
     by_order = {f: i for i, f in enumerate(folders)}
     if class_order == "sorted":
         if len(folders) != num_classes:
-            raise EffnetError(f"--class-order sorted needs one folder per class: {len(folders)} "
-                              f"folders for {num_classes} classes")
+            raise ParameterError(f"class_order sorted needs one folder per class: {len(folders)} "
+                                 f"folders for {num_classes} classes", "class_order")
         return by_order, True
     if num_classes == 1000:
         synsets = {s: i for i, s in enumerate(imagenet_synsets())}
@@ -156,9 +156,10 @@ def evaluate(prepared: PreparedModel, data_dir: str | os.PathLike, batch_size: i
              class_order: str = "names") -> EvalResult:
     """Top-1 and top-5 accuracy (percent) of `prepared` on the class folders under `data_dir`."""
     if limit is not None and limit < 1:
-        raise EffnetError(f"--limit {limit} must be >= 1 (the number of images to evaluate)")
+        raise ParameterError(f"limit {limit} must be >= 1 (the number of images to evaluate)",
+                             "limit")
     if batch_size < 1:
-        raise EffnetError(f"--batch-size {batch_size} must be >= 1")
+        raise ParameterError(f"batch_size {batch_size} must be >= 1", "batch_size")
     folder = EvalFolder(data_dir, prepared, class_order)
     dataset: Dataset = folder
     note = ""

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import EffnetError
-from .nn.blocks import MBConv
-from .nn.layers import ConvBNAct, DropPath, SqueezeExcite, activation_name, apply_activation
+from ..errors import EffnetError
+from ..nn.blocks import MBConv
+from ..nn.layers import ConvBNAct, DropPath, SqueezeExcite, activation_name, apply_activation
 
 __all__ = ["fold_bn", "optimize_for_inference"]
 

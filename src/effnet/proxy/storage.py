@@ -7,16 +7,14 @@ interval and grace period after which a job's worker counts as dead.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EffnetError
 from ..io_utils import first_line
+from .workers import quiet_optuna
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
@@ -25,16 +23,6 @@ HEARTBEAT_S = 30        # a running job's worker writes a heartbeat this often (
 GRACE_S = 120           # ...and counts as dead after this long without one
 MAX_RETRY = 3           # a job whose worker died is queued again at most this often
 CONNECT_TIMEOUT_S = 10  # PostgreSQL: give up on a server that does not answer
-
-
-@contextlib.contextmanager
-def _quiet_optuna() -> Iterator[None]:
-    """Hide Optuna's notes that heartbeats and the retry callback are experimental."""
-    from optuna.exceptions import ExperimentalWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        yield
 
 
 def storage_url(text: str) -> str:
@@ -117,7 +105,7 @@ def open_storage(url: str, must_exist: bool = False, *, heartbeat_interval: int 
     last: Exception | None = None
     for attempt in range(6):
         try:
-            with _quiet_optuna():
+            with quiet_optuna():
                 # Optuna 4.9 renamed RetryFailedTrialCallback / failed_trial_callback (now
                 # deprecated aliases) to RetryHeartbeatStaleTrialCallback / this argument.
                 retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)

@@ -8,7 +8,7 @@ import time
 
 def cmd_study(args: argparse.Namespace) -> int:
     """Run (or resume) the study and print where its report is."""
-    from .study.run import run_study
+    from ..study.run import run_study
 
     t0 = time.perf_counter()
     report = run_study(args.preset, args.output, seeds=args.seeds, progress=not args.no_progress,
@@ -23,7 +23,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `effnet study` to the `effnet` parser."""
-    from .study.presets import PRESETS
+    from ..study.presets import PRESETS
 
     p = sub.add_parser("study", help="the paper's scaling study at proxy scale (Fig. 3, 7, 8; "
                        "Tables 3, 7)",

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import EffnetError
-from .fast import quiet_tracing
-from .io_utils import atomic_path, atomic_write_bytes, atomic_write_json, cache_dir, first_line
-from .weights.pretrained import model_config
-from .weights.read import PACKAGED, WEIGHTS_NAME, packaged_weights_path
+from ..errors import EffnetError, ParameterError
+from ..io_utils import atomic_path, atomic_write_bytes, atomic_write_json, cache_dir, first_line
+from ..weights.pretrained import model_config
+from ..weights.read import PACKAGED, WEIGHTS_NAME, packaged_weights_path
+from .optimize import quiet_tracing
 
 FORMATS = ("onnx", "torchscript")
 DEFAULT_OPSET = 17
@@ -46,8 +46,8 @@ def _input_shape(model: nn.Module, image_size: int | None) -> tuple[int, int, in
 def check_opset(opset: int) -> None:
     """Refuse an opset torch cannot export to, before any tracing (one line, no IR dump)."""
     if not OPSETS[0] <= opset <= OPSETS[1]:
-        raise EffnetError(f"--opset {opset} is not supported: use {OPSETS[0]}..{OPSETS[1]} "
-                          f"(default {DEFAULT_OPSET})")
+        raise ParameterError(f"opset {opset} is not supported: use {OPSETS[0]}..{OPSETS[1]} "
+                             f"(default {DEFAULT_OPSET})", "opset")
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: int | None = None,
@@ -135,7 +135,8 @@ def max_onnx_difference(model: nn.Module, path: str | os.PathLike, image_size: i
     return float(np.abs(ours - ref.numpy()).max())
 
 
-def _weights_file(weights: Any) -> Path | None:
+def weights_file(weights: Any) -> Path | None:
+    """The file `weights` (a path, a save_pretrained folder or 'packaged') reads, or None."""
     if isinstance(weights, str | os.PathLike):
         if str(weights) == PACKAGED:
             return packaged_weights_path()
@@ -171,7 +172,7 @@ def onnx_cache_path(model: nn.Module, weights: Any, image_size: int) -> Path:
     name (read from a file) enters it only as letters, digits, '-' and '_'."""
     tag = (f"{_plain_name(str(model.model_name))}-{int(model.num_classes)}c-{int(image_size)}px-"
            f"{_plain_name(str(model.padding))}")
-    source = _weights_file(weights)
+    source = weights_file(weights)
     if source is None:
         raise EffnetError("the onnxruntime runtime needs weights from a file or folder "
                           "(to cache the ONNX export next to them)")

@@ -15,7 +15,7 @@ the least work per image that allows:
 * what is evaluated is an exponential moving average of the weights (and BN
   statistics), as in the paper's recipe (decay 0.9999 there), kept by
   :class:`torch.optim.swa_utils.AveragedModel`. Its time constant is a fixed
-  fraction of the run (`Recipe.ema_fraction`), so short and long runs average
+  fraction of the run (`ProxyRecipe.ema_fraction`), so short and long runs average
   alike. Without it the last quarter of a cosine schedule always gains a point
   from the learning rate falling to zero, and a curve never looks flat however
   long the model trains (measured here on the B0 base, 3 epochs: +1.1 point
@@ -53,7 +53,7 @@ OnEpoch = Callable[[int, float], None]
 
 
 @dataclass(frozen=True)
-class Recipe:
+class ProxyRecipe:
     """One proxy training recipe: the same for every model of a study or a search.
 
     `train_size` / `val_size` take a fixed, seeded subset of the training split
@@ -124,11 +124,11 @@ class ProxyData:
     """
 
     def __init__(self, dataset: str = "fashion-mnist", root: str | None = None,
-                 recipe: Recipe | None = None, seed: int = 0, download: bool = False,
+                 recipe: ProxyRecipe | None = None, seed: int = 0, download: bool = False,
                  cache: int = 2, folder_size: int = 64) -> None:
         self.dataset, self.root, self.seed, self.download = dataset, root, seed, download
         self.folder_size = folder_size
-        self.recipe = recipe or Recipe()
+        self.recipe = recipe or ProxyRecipe()
         self._cache: OrderedDict[int, tuple] = OrderedDict()
         self._cache_size = max(1, cache)
         self._raw: tuple[torch.Tensor, ...] | None = None
@@ -242,7 +242,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / max(1, len(y))
 
 
-def train_proxy(model: nn.Module, resolution: int, data: ProxyData, recipe: Recipe,
+def train_proxy(model: nn.Module, resolution: int, data: ProxyData, recipe: ProxyRecipe,
                 seed: int, on_epoch: OnEpoch | None = None) -> dict[str, Any]:
     """Train `model` on `data` at `resolution` with `recipe`; return its validation curve.
 
@@ -322,7 +322,7 @@ def _ema(model: nn.Module, fraction: float | None, total_steps: int) -> Averaged
 class Trainer(Protocol):
     """What trains one model: :func:`train_proxy`'s signature (``--trainer MODULE:FUNCTION``)."""
 
-    def __call__(self, model: nn.Module, resolution: int, data: ProxyData, recipe: Recipe,
+    def __call__(self, model: nn.Module, resolution: int, data: ProxyData, recipe: ProxyRecipe,
                  seed: int, on_epoch: OnEpoch | None = None) -> dict[str, Any]: ...
 
 
@@ -348,7 +348,7 @@ def load_trainer(ref: str | None) -> Trainer:
     except TypeError:
         raise EffnetError(f"trainer {ref!r} cannot be called as (model, resolution, data, "
                           "recipe, seed, on_epoch): give it the signature of "
-                          "effnet.search.trainer.train_proxy") from None
+                          "effnet.proxy.trainer.train_proxy") from None
     except ValueError:  # no signature to inspect (some builtins): let the call decide
         pass
     return fn

@@ -3,58 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 import time
 from pathlib import Path
 
-from .errors import EffnetError
-
-
-def parse_macs(text: str) -> float:
-    """'750000', '0.75M', '1.2G' or '300K' -> MACs as a number (> 0)."""
-    t = str(text).strip()
-    mult = {"k": 1e3, "m": 1e6, "g": 1e9}.get(t[-1:].lower(), 1.0)
-    try:
-        value = float(t[:-1] if mult != 1.0 else t) * mult
-    except ValueError:
-        raise EffnetError(f"bad --target-macs {text!r}: give a number of MACs, e.g. 750000 or "
-                          "0.75M") from None
-    if not (math.isfinite(value) and value > 0):
-        raise EffnetError(f"--target-macs must be > 0, got {text!r}: give the MACs you aim at "
-                          "(default: the proxy B0's)")
-    return value
-
-
-def parse_phis(text: str) -> list[float]:
-    """'2' -> [2.0]; '1,2,3' -> [1, 2, 3]; '1..3' -> [1, 2, 3] (integers, ascending)."""
-    try:
-        if ".." in text:
-            lo, hi = (int(v) for v in text.split(".."))
-            phis = [float(v) for v in range(lo, hi + 1)]
-        else:
-            phis = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise EffnetError(f"bad --phi {text!r}: give a range (1..3) or a list (1,2,3)") from None
-    if not phis:
-        raise EffnetError(f"empty --phi range {text!r}: give LOW..HIGH with LOW <= HIGH, "
-                          f"e.g. {hi}..{lo}")
-    if not all(math.isfinite(p) for p in phis):
-        raise EffnetError(f"bad --phi {text!r}: give finite numbers")
-    return phis
-
-
-def _check_dataset(name: str) -> None:
-    from .data.registry import DATASETS
-
-    if name not in DATASETS:
-        raise EffnetError(f"unknown --dataset {name!r}: use one of {', '.join(DATASETS)}")
+from ..errors import EffnetError
+from ..proxy.workers import optuna_warnings_only
+from .options import (
+    add_heartbeat_options,
+    check_dataset,
+    check_heartbeat_options,
+    parse_macs,
+    parse_phis,
+)
 
 
 def _space(base: str):
-    from .nas.space import SearchSpace
-    from .search.candidates import baseline
+    from ..nas.space import SearchSpace
+    from ..proxy.candidates import baseline
 
     try:
         return SearchSpace(base=baseline(base))
@@ -65,7 +32,7 @@ def _space(base: str):
 def _recipe(args: argparse.Namespace):
     from dataclasses import replace
 
-    from .nas.proxy import NAS_RECIPE
+    from ..nas.proxy import NAS_RECIPE
 
     changes = {}
     if args.epochs is not None:
@@ -75,19 +42,12 @@ def _recipe(args: argparse.Namespace):
     return replace(NAS_RECIPE, **changes)
 
 
-def _quiet() -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
 def nas_config(args: argparse.Namespace):
     """The :class:`~effnet.nas.search.NasConfig` of `effnet nas`'s flags (validated)."""
-    from .commands_search import check_heartbeat_options
-    from .nas.proxy import Proxy
-    from .nas.search import NasConfig
+    from ..nas.proxy import Proxy
+    from ..nas.search import NasConfig
 
-    _check_dataset(args.dataset)
+    check_dataset(args.dataset)
     target = None if args.target_macs is None else parse_macs(args.target_macs)
     if args.trials < 1:
         raise EffnetError(f"--trials must be >= 1, got {args.trials}")
@@ -102,11 +62,11 @@ def nas_config(args: argparse.Namespace):
 
 def cmd_nas(args: argparse.Namespace) -> int:
     """Search a baseline (paper Sec. 4) and write spec.json, trials.csv, the plot, report.md."""
-    from .nas.report import write_report
-    from .nas.search import load_result, run_workers
-    from .search.trainer import load_trainer
+    from ..nas.report import write_report
+    from ..nas.search import load_result, run_workers
+    from ..proxy.trainer import load_trainer
 
-    _quiet()
+    optuna_warnings_only()
     cfg = nas_config(args)
     load_trainer(args.trainer)  # a bad --trainer: one line now, not in every worker
     out = Path(args.output)
@@ -138,10 +98,10 @@ def cmd_nas(args: argparse.Namespace) -> int:
 
 def cmd_autoscale(args: argparse.Namespace) -> int:
     """Search a baseline, grid-search its coefficients, train the scaled family; one report."""
-    from .nas.autoscale import PRESETS, run_autoscale
+    from ..nas.autoscale import PRESETS, run_autoscale
 
-    _quiet()
-    _check_dataset(args.dataset)
+    optuna_warnings_only()
+    check_dataset(args.dataset)
     target = None if args.target_macs is None else parse_macs(args.target_macs)
     phis = parse_phis(args.phi)
     if any(p < 1 for p in phis):
@@ -149,7 +109,7 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
                           f"{args.phi!r}: e.g. --phi 1..3")
     if args.workers < 1:
         raise EffnetError(f"--workers must be >= 1, got {args.workers}")
-    from .search.trainer import load_trainer
+    from ..proxy.trainer import load_trainer
 
     load_trainer(args.trainer)
     t0 = time.perf_counter()
@@ -163,7 +123,7 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
 
 def _data_and_reward(p: argparse.ArgumentParser) -> None:
     """The options `effnet nas` and `effnet autoscale` share: the data and the reward's T and w."""
-    from .nas.reward import DEFAULT_W
+    from ..nas.reward import DEFAULT_W
 
     p.add_argument("--dataset", default="fashion-mnist",
                    help="fashion-mnist (offline), cifar10, cifar100 (default fashion-mnist)")
@@ -177,12 +137,11 @@ def _data_and_reward(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from .commands_search import add_heartbeat_options
 
     _data_and_reward(p)
     p.add_argument("--base", default="b0",
-                   help="baseline the space is built around: b0, lite, mobilenetv2 or a "
-                   "spec.json (default b0)")
+                   help="baseline the space is built around: b0, lite (or lite0), mobilenetv2 "
+                   "or a spec.json (default b0)")
     p.add_argument("--epochs", type=int, default=None,
                    help="proxy epochs per trial (default 2)")
     p.add_argument("--train-size", type=int, default=None,
@@ -219,7 +178,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study-name", default="effnet-nas")
     p.set_defaults(func=cmd_nas)
 
-    from .nas.autoscale import PRESETS
+    from ..nas.autoscale import PRESETS
 
     p = sub.add_parser("autoscale", help="the whole method: search a baseline, grid-search "
                        "alpha, beta, gamma on it, scale it (one report)",

@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .data.images import IMG_EXTENSIONS, load_image
-from .data.transforms import eval_transform
-from .errors import EffnetError
-from .limits import check_resolution
-from .model_factory import create_model
-from .weights.pretrained import is_pretrained_dir
+from ..data.images import IMG_EXTENSIONS, load_image
+from ..data.transforms import eval_transform
+from ..errors import EffnetError, ParameterError
+from ..limits import check_resolution
+from ..model_factory import create_model
+from ..weights.pretrained import is_pretrained_dir
 
 RUNTIMES = ("torch", "onnxruntime")
 MIN_IMAGE_SIZE = 32
@@ -112,7 +112,7 @@ def model_from_weights(name: str | None, weights: Any) -> torch.nn.Module:
 def _trained_classifier(weights: Any) -> Iterator[None]:
     """Turn load_weights' 'classifier re-initialised' notice into an error (random outputs);
     other notices pass through."""
-    from .weights import WeightsAdaptedWarning
+    from ..weights import WeightsAdaptedWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", WeightsAdaptedWarning)
@@ -166,7 +166,7 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
     `weights` is anything `effnet.load_weights` reads; `model` may be None when
     `weights` (or `model` itself) is a save_pretrained folder. With
     'onnxruntime', the model is exported to ONNX once and cached next to the
-    weights (see `effnet.export.cached_onnx`). With 'torch', `optimize` runs
+    weights (see `effnet.inference.export.cached_onnx`). With 'torch', `optimize` runs
     `effnet.optimize_for_inference` (BN folded, channels_last; same outputs).
     """
     if runtime not in RUNTIMES:
@@ -174,11 +174,12 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
     if weights is None and model is not None and is_pretrained_dir(model):
         model, weights = None, model
     if weights is None:
-        raise EffnetError("inference needs trained weights: pass --weights FILE|DIR|packaged")
+        raise ParameterError("inference needs trained weights: pass weights FILE|DIR|packaged",
+                             "weights")
     weights = run_weights(weights)
     if image_size is not None and image_size < MIN_IMAGE_SIZE:
-        raise EffnetError(f"--image-size {image_size} is too small: use at least "
-                          f"{MIN_IMAGE_SIZE} px (the network downsamples 32x)")
+        raise ParameterError(f"image_size {image_size} is too small: use at least "
+                             f"{MIN_IMAGE_SIZE} px (the network downsamples 32x)", "image_size")
     if model is None and not is_pretrained_dir(weights) and train_metadata(weights) is None:
         raise EffnetError(f"--model is needed for {weights}: only folders written by "
                           "save_pretrained / `effnet convert` and effnet train's weights carry "
@@ -187,8 +188,8 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
     cfg = dict(net.pretrained_cfg)
     size = int(image_size or cfg["input_size"][-1])
     if size < MIN_IMAGE_SIZE:
-        raise EffnetError(f"image size {size} (from {weights}) is too small: pass --image-size "
-                          f"{MIN_IMAGE_SIZE} or more")
+        raise ParameterError(f"image size {size} (from {weights}) is too small: pass image_size "
+                             f"{MIN_IMAGE_SIZE} or more", "image_size")
     check_resolution(net, size)
     names = cfg.get("label_names")
     labels = (list(names) if names and len(names) == net.num_classes else
@@ -206,7 +207,7 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
     else:
         net = net.to(device)
         if optimize:
-            from .fast import optimize_for_inference
+            from .optimize import optimize_for_inference
 
             net = optimize_for_inference(net)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from .data.registry import DATASET_FACTS
-from .errors import EffnetError
-from .limits import check_resolution, check_workers
+from ..data.registry import DATASET_FACTS
+from ..errors import EffnetError
+from ..limits import check_resolution, check_workers
 
 RECIPE_HELP = ("auto (default): paper for runs of >= 100 epochs and >= 100,000 steps, else "
                "short; paper: Section 5.2 (RMSprop TF-style, lr 0.016/256 images, 5 warm-up "
@@ -109,7 +109,7 @@ SMALL_DATASETS = {name: facts.in_chans for name, facts in DATASET_FACTS.items()}
 
 def _initialise(model, args: argparse.Namespace, recipe) -> list[str]:
     """The recipe's starting point for a model trained from scratch; what was done, in words."""
-    from .train.init import zero_init_head, zero_init_last
+    from ..train.init import zero_init_head, zero_init_last
 
     inits = []
     if args.zero_init_head or (recipe.zero_init_head and not args.pretrained):
@@ -125,11 +125,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Build model and data, call effnet.train.fit, print where the results are."""
     import torch
 
-    from .data.datasets import DATASETS, build_data
-    from .model_factory import create_model
-    from .train import TrainConfig, fit, get_recipe
-    from .train.recipes import AUTO
-    from .zoo import MODELS, canonical_name
+    from ..data.datasets import DATASETS, build_data
+    from ..model_factory import create_model
+    from ..train import TrainConfig, fit, get_recipe
+    from ..train.recipes import AUTO
+    from ..zoo import MODELS, canonical_name
 
     if args.dataset not in DATASETS:
         raise EffnetError(f"unknown dataset {args.dataset!r}: use one of {', '.join(DATASETS)}")
@@ -209,7 +209,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = fit(model, data.train, data.val, data.test, cfg)
     finally:
-        from .train.distributed import DistInfo, cleanup
+        from ..train.distributed import DistInfo, cleanup
 
         cleanup(DistInfo(world_size=int(os.environ.get("WORLD_SIZE", "1"))))
     if is_main:
@@ -243,8 +243,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 def _auto_recipe(args: argparse.Namespace, n_train: int, output: str):
     """--recipe auto: a resumed run's own recipe, else choose_recipe by the run's length."""
-    from .train.recipes import choose_recipe
-    from .train.rundir import run_recipe
+    from ..train.recipes import choose_recipe
+    from ..train.rundir import run_recipe
 
     if args.resume:
         saved = run_recipe(output)
@@ -260,6 +260,6 @@ def _auto_recipe(args: argparse.Namespace, n_train: int, output: str):
 def _pretrained_model(name: str, pretrained: str, kwargs: dict):
     """create_model with weights; a classifier or input conv of another size is adapted (timm's
     rule, with a notice): see `effnet.weights.load_weights`."""
-    from .model_factory import create_model
+    from ..model_factory import create_model
 
     return create_model(name, pretrained=pretrained, **kwargs)

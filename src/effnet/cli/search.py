@@ -1,12 +1,14 @@
-"""`effnet` subcommands of issue 5 (compound scaling search and study): search, study."""
+"""`effnet search`: the alpha/beta/gamma grid search (paper Sec. 3.3, step 1)."""
 
 from __future__ import annotations
 
 import argparse
 import math
 
-from .errors import EffnetError
-from .spec import BASELINES, is_spec_path, load_spec
+from ..errors import EffnetError
+from ..proxy.workers import optuna_warnings_only
+from ..spec import BASELINES, baseline_name, is_spec_path, load_spec
+from .options import add_heartbeat_options, check_heartbeat_options
 
 
 def _mac_tolerance(text: str) -> float | None:
@@ -18,19 +20,13 @@ def _mac_tolerance(text: str) -> float | None:
     return value
 
 
-def _quiet() -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
 def _recipe(args: argparse.Namespace):
-    """The proxy Recipe from the flags; --recipe FIELD=VALUE,... sets any other field."""
+    """The proxy recipe from the flags; --recipe FIELD=VALUE,... sets any other field."""
     from dataclasses import fields
 
-    from .search.trainer import Recipe
+    from ..proxy.trainer import ProxyRecipe
 
-    kinds = {f.name: f.type for f in fields(Recipe)}
+    kinds = {f.name: f.type for f in fields(ProxyRecipe)}
     values: dict = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                     "train_size": args.train_size, "val_size": args.val_size,
                     "flip": args.augment == "flip"}
@@ -52,26 +48,26 @@ def _recipe(args: argparse.Namespace):
                 values[name] = (int if kind.startswith("int") else float)(text)
         except ValueError:
             raise EffnetError(f"bad value in --recipe {item!r}: {name} takes {kind}") from None
-    return Recipe(**values)
+    return ProxyRecipe(**values)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     """The alpha/beta/gamma grid search (paper Sec. 3.3, step 1)."""
     import torch
 
-    _quiet()
-    from .search.config import SearchConfig
-    from .search.results import format_table, pruning_saving, write_results
-    from .search.run import run_search
-    from .search.trainer import ProxyData, load_trainer
+    optuna_warnings_only()
+    from ..proxy.trainer import ProxyData, load_trainer
+    from ..search.config import SearchConfig
+    from ..search.results import format_table, pruning_saving, write_results
+    from ..search.run import run_search
 
     if args.threads:
         torch.set_num_threads(args.threads)
     check_heartbeat_options(args)
-    base = {"lite0": "lite", "efficientnet-b0": "b0"}.get(args.base, args.base)
-    if base not in BASELINES and not is_spec_path(base):
-        raise EffnetError(f"unknown --base {args.base!r}: use one of {', '.join(BASELINES)} or "
-                          "a spec.json path (from `effnet nas`)")
+    base = args.base if is_spec_path(args.base) else baseline_name(args.base)
+    if base is None:
+        raise EffnetError(f"unknown --base {args.base!r}: use one of {', '.join(BASELINES)} "
+                          "(lite0 for lite is accepted) or a spec.json path (from `effnet nas`)")
     if base not in BASELINES:
         load_spec(base)  # a missing or damaged file: one line now, not in every worker
     recipe = _recipe(args)
@@ -117,30 +113,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_heartbeat_options(p: argparse.ArgumentParser) -> None:
-    """--heartbeat-interval and --grace-period of the shared Optuna storage (search, nas)."""
-    from .search.storage import GRACE_S, HEARTBEAT_S
-
-    p.add_argument("--heartbeat-interval", type=int, default=HEARTBEAT_S,
-                   help=f"seconds between a worker's heartbeats (default {HEARTBEAT_S})")
-    p.add_argument("--grace-period", type=int, default=GRACE_S,
-                   help="seconds without a heartbeat after which a worker counts as dead and "
-                   f"its job is run again (default {GRACE_S})")
-
-
-def check_heartbeat_options(args: argparse.Namespace) -> None:
-    """One line unless 1 <= --heartbeat-interval < --grace-period."""
-    if not 1 <= args.heartbeat_interval < args.grace_period:
-        raise EffnetError("give 1 <= --heartbeat-interval < --grace-period (seconds)")
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the `effnet` parser."""
     _add_search(sub)
 
 
 def _add_search(sub: argparse._SubParsersAction) -> None:
-    from .search.trainer import Recipe
+    from ..proxy.trainer import ProxyRecipe
 
     p = sub.add_parser("search", help="grid search of alpha, beta, gamma (paper Sec. 3.3)",
                        description="Enumerate (alpha, beta, gamma) >= 1 with alpha*beta^2*gamma^2 "
@@ -162,23 +141,23 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                    "resolution up adds detail)")
     p.add_argument("--folder-size", type=int, default=64,
                    help="imagefolder: decode each image once at this size (px), its native size")
-    p.add_argument("--epochs", "--budget", dest="epochs", type=int, default=Recipe().epochs,
+    p.add_argument("--epochs", "--budget", dest="epochs", type=int, default=ProxyRecipe().epochs,
                    help=f"proxy training epochs per candidate and seed (default "
-                   f"{Recipe().epochs})")
+                   f"{ProxyRecipe().epochs})")
     p.add_argument("--train-size", type=int, default=None,
                    help="train on a fixed subset of this many images (default: all)")
     p.add_argument("--val-size", type=int, default=None,
                    help="score on a fixed subset of the validation split (default: all)")
-    p.add_argument("--batch-size", type=int, default=Recipe().batch_size,
-                   help=f"training batch size (default {Recipe().batch_size})")
-    p.add_argument("--lr", type=float, default=Recipe().lr,
+    p.add_argument("--batch-size", type=int, default=ProxyRecipe().batch_size,
+                   help=f"training batch size (default {ProxyRecipe().batch_size})")
+    p.add_argument("--lr", type=float, default=ProxyRecipe().lr,
                    help=f"peak AdamW learning rate of the one-cycle schedule (default "
-                   f"{Recipe().lr:g})")
+                   f"{ProxyRecipe().lr:g})")
     p.add_argument("--augment", choices=("flip", "none"), default="flip",
                    help="random horizontal flips (default) or none")
     p.add_argument("--recipe", default=None, metavar="FIELD=VALUE,...",
                    help="other proxy-recipe settings, e.g. weight_decay=0.05,label_smoothing=0.1 "
-                   "(fields of effnet.search.trainer.Recipe)")
+                   "(fields of effnet.proxy.trainer.ProxyRecipe)")
     p.add_argument("--seeds", type=int, default=2, help="training seeds per candidate (>= 2 "
                    "gives a spread)")
     p.add_argument("--grid-step", type=float, default=0.05,
@@ -201,7 +180,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", default=".", help="folder for the ranked table (md, json)")
     p.add_argument("--trainer", default=None,
                    help="custom training function 'package.module:function' with the signature "
-                   "of effnet.search.trainer.train_proxy (advanced)")
+                   "of effnet.proxy.trainer.train_proxy (advanced)")
     add_heartbeat_options(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")

@@ -28,28 +28,21 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EffnetError
+from ..errors import ParameterError
 from ..io_utils import first_line
-from .storage import (
-    CONNECT_TIMEOUT_S,
-    GRACE_S,
-    HEARTBEAT_S,
-    MAX_RETRY,
-    _quiet_optuna,
-    open_storage,
-    storage_url,
-)
+from .storage import CONNECT_TIMEOUT_S, GRACE_S, HEARTBEAT_S, MAX_RETRY, open_storage, storage_url
+from .workers import quiet_optuna
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
 
-__all__ = ["CONNECT_TIMEOUT_S", "GRACE_S", "HEARTBEAT_S", "MAX_RETRY", "JobContext",
-           "finished_jobs", "job_states", "open_storage", "run_jobs", "storage_url",
-           "study_identities"]
+__all__ = ["CONNECT_TIMEOUT_S", "GRACE_S", "HEARTBEAT_S", "MAX_RETRY", "SKIP_ATTR", "JobContext",
+           "finished_jobs", "job_states", "mark_started", "open_storage", "run_jobs", "serve",
+           "storage_url", "study_identities"]
 
 
 QUEUE_ATTR = "effnet_queue"  # study user attr: {"identity": ..., "jobs": ...}, one write
@@ -57,7 +50,7 @@ KEY_ATTR = "job"          # user attr of each trial: its job's key (also its onl
 RESULT_ATTR = "result"    # user attr: what the work function returned
 PARTIAL_ATTR = "partial"  # user attr: what JobContext.set stored (kept when pruned)
 STARTED_ATTR = "started"  # user attr: the number of the trial that reached its job
-SKIP_ATTR = "effnet_skipped"  # user attr of trials that ran no job (see _objective)
+SKIP_ATTR = "effnet_skipped"  # user attr of trials that ran nothing (their slot was taken)
 
 
 # ---------------------------------------------------------------- jobs
@@ -162,8 +155,8 @@ def _load(storage, study_name: str, pruner=None, create: bool = True):
     try:
         return optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
     except KeyError:
-        raise EffnetError(f"no study {study_name!r} in this storage: check --study-name "
-                          "(or run it first)") from None
+        raise ParameterError(f"no study {study_name!r} in this storage: check study_name "
+                             "(or run it first)", "study_name") from None
 
 
 def _check_identity(study, study_name: str, identity: dict, jobs: dict[str, dict]) -> None:
@@ -177,8 +170,9 @@ def _check_identity(study, study_name: str, identity: dict, jobs: dict[str, dict
         # Workers set the identity before they queue anything: trials without one come from
         # an older effnet (or another program) and mean something else.
         if study.get_trials(deepcopy=False):
-            raise EffnetError(f"study {study_name!r} was not made by this version of effnet: "
-                              "pass a new name (--study-name) or another --storage")
+            raise ParameterError(f"study {study_name!r} was not made by this version of effnet: "
+                                 "pass a new name (study_name) or another storage",
+                                 "study_name", "storage")
         study.set_user_attr(QUEUE_ATTR, mine)
     stored = study.user_attrs[QUEUE_ATTR]  # read back: two new workers may have written at once
     old, new = stored.get("identity") or {}, mine["identity"]
@@ -186,9 +180,9 @@ def _check_identity(study, study_name: str, identity: dict, jobs: dict[str, dict
     if not diff and stored.get("jobs") != mine["jobs"]:
         diff = ["jobs"]
     if diff:
-        raise EffnetError(f"study {study_name!r} was run with other settings ({', '.join(diff)} "
-                          "differ): rerun with the same settings or a new name "
-                          "(--study-name)")
+        raise ParameterError(f"study {study_name!r} was run with other settings "
+                             f"({', '.join(diff)} differ): rerun with the same settings or a new "
+                             "name (study_name)", "study_name")
 
 
 def _enqueue_missing(study, jobs: dict[str, dict]) -> None:
@@ -247,20 +241,6 @@ def _objective(jobs: dict[str, dict], work: Callable[[JobContext], dict], outcom
     return objective
 
 
-@contextlib.contextmanager
-def _optuna_silent() -> Iterator[None]:
-    """Keep Optuna from logging a failed job's traceback: the error reaches the caller anyway."""
-    import optuna
-
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        with _quiet_optuna():
-            yield
-    finally:
-        optuna.logging.set_verbosity(level)
-
-
 def run_jobs(storage: str | RDBStorage, study_name: str, jobs: dict[str, dict],
              work: Callable[[JobContext], dict], *, identity: dict, max_jobs: int | None = None,
              pruner=None, on_done: Callable[[str, dict], None] | None = None,
@@ -282,36 +262,60 @@ def run_jobs(storage: str | RDBStorage, study_name: str, jobs: dict[str, dict],
     import optuna
 
     store = _store(storage)
-    with _quiet_optuna():
+    with quiet_optuna():
         study = _load(store, study_name, pruner or optuna.pruners.NopPruner())
     _check_identity(study, study_name, identity, jobs)
     _enqueue_missing(study, jobs)
     interval = store.get_heartbeat_interval() or HEARTBEAT_S
     poll = poll_s if poll_s is not None else min(float(interval), 5.0)
     outcome = _Outcome()
-    objective = _objective(jobs, work, outcome)
-    done = 0
-    while max_jobs is None or done < max_jobs:
+    done = [0]
+
+    def next_action() -> str:
+        if max_jobs is not None and done[0] >= max_jobs:
+            return "stop"
         states = _states(study.get_trials(deepcopy=False), jobs)
         if "waiting" in states.values():
-            if not _optimize_once(study, objective):
-                continue  # another worker ended this trial first: its record stands
-            if outcome.key is not None and outcome.result is not None:
-                done += 1
-                if on_done is not None:
-                    on_done(outcome.key, outcome.result)
-        elif wait and "running" in states.values():
-            # Optuna fails stale trials only when a worker starts one: an idle worker does it
-            # here. A worker killed between popping a trial and its first heartbeat leaves a
-            # trial Optuna never calls stale (it has no heartbeat): _fail_never_started.
-            time.sleep(poll)
-            with _quiet_optuna():
-                optuna.storages.fail_stale_trials(study)
-            if _fail_never_started(study, store):
-                _enqueue_missing(study, jobs)
-        else:
-            break
+            return "run"
+        return "wait" if wait and "running" in states.values() else "stop"
+
+    def after_trial() -> None:
+        if outcome.key is not None and outcome.result is not None:
+            done[0] += 1
+            if on_done is not None:
+                on_done(outcome.key, outcome.result)
+
+    serve(study, store, _objective(jobs, work, outcome), next_action, poll=poll,
+          after_trial=after_trial, after_reap=lambda: _enqueue_missing(study, jobs))
     return _results(study.get_trials(deepcopy=False))
+
+
+def serve(study, store: RDBStorage, objective: Callable, next_action: Callable[[], str], *,
+          poll: float, after_trial: Callable[[], None] | None = None,
+          after_reap: Callable[[], None] | None = None) -> None:
+    """The worker loop of every study on shared storage, until `next_action()` says "stop".
+
+    "run": pop one waiting trial (or ask a new one) and run `objective` on it
+    (``Study.optimize`` writes its heartbeats), then `after_trial()` if its
+    result was recorded. "wait": other workers (or dead ones) hold the last
+    trials: sleep `poll` seconds and fail the stale ones. Optuna fails stale
+    trials only when a worker starts one, so an idle worker does it here; and a
+    worker killed between popping a trial and its first heartbeat leaves a
+    trial Optuna never calls stale (it has none): :func:`_fail_never_started`,
+    then `after_reap()` when it failed any.
+    """
+    import optuna
+
+    while (action := next_action()) != "stop":
+        if action == "run":
+            if _optimize_once(study, objective) and after_trial is not None:
+                after_trial()
+            continue
+        time.sleep(poll)
+        with quiet_optuna():
+            optuna.storages.fail_stale_trials(study)
+        if _fail_never_started(study, store) and after_reap is not None:
+            after_reap()
 
 
 def _optimize_once(study, objective) -> bool:
@@ -323,8 +327,10 @@ def _optimize_once(study, objective) -> bool:
     COMPLETE trial"). A worker whose trial was failed as stale (a heartbeat missed under
     load) gets the same refusal for a FAIL trial; the retry copy runs the job again.
     """
+    import optuna
+
     try:
-        with _optuna_silent():
+        with quiet_optuna(optuna.logging.ERROR):  # a failed job's error reaches the caller
             study.optimize(objective, n_trials=1)
     except ValueError as err:
         if not str(err).startswith(("Cannot tell a COMPLETE trial", "Cannot tell a FAIL trial")):

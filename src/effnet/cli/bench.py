@@ -1,11 +1,11 @@
-"""`effnet` subcommands of issue 6 (speed): bench."""
+"""`effnet bench`: inference, training and memory speed against timm and torchvision."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .errors import EffnetError
+from ..errors import EffnetError
 
 TASKS = ("inference", "training", "memory", "table4", "limits")
 
@@ -31,7 +31,7 @@ def _progress(msg: str) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run one benchmark, print its table and optionally write JSON."""
-    from . import bench
+    from .. import bench
 
     if args.threads is not None and args.threads < 1:
         raise EffnetError("--threads must be >= 1")
@@ -113,7 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the `effnet` parser."""
-    from .bench import IMPL_HELP
+    from ..bench import IMPL_HELP
 
     impls = "; ".join(f"{k}: {v}" for k, v in IMPL_HELP.items())
     p = sub.add_parser("bench", help="speed and memory against timm and torchvision",
