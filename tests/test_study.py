@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import replace
 
 import pytest
@@ -262,6 +263,39 @@ def test_study_writes_results_verdicts_and_resumes(tmp_path, monkeypatch, tiny_p
     assert again["kendall_tau"] == pytest.approx(1.0)
     with pytest.raises(Exception, match="other settings"):
         run_study(replace(TINY, seeds=4), out, **kw)
+
+
+def test_progress_line_counts_jobs_and_estimates_the_time_left_from_seconds_per_mac():
+    from effnet.study.run import progress_line
+
+    def job(macs, epochs=1, train_size=1000):
+        return {"run": {"cost": {"macs": macs}},
+                "recipe": {"epochs": epochs, "train_size": train_size}}
+
+    # a: 1e9 MAC-images, b: 3e9, c: 2e9 (2 epochs). a took 60 s: 60 s per 1e9 left.
+    jobs = {"a": job(1_000_000), "b": job(3_000_000), "c": job(1_000_000, epochs=2)}
+    res = {"val_top1": 0.5, "seconds": 60.0}
+    line = progress_line("a", res, {"a": res}, jobs, workers=1)
+    assert line == "[1/3] a: 50.00% in 60 s; about 5 min left"  # (3 + 2) x 60 s
+    assert progress_line("a", res, {"a": res}, jobs, workers=2).endswith("about 2 min left")
+    assert progress_line("c", res, {"a": res, "b": res, "c": res}, jobs, 1) == \
+        "[3/3] c: 50.00% in 60 s"
+
+
+def test_the_study_prints_a_line_per_job_and_no_optuna_log_line(tmp_path, capfd, tiny_plan,
+                                                                  monkeypatch):
+    import effnet.study.run as run_mod
+
+    monkeypatch.setattr(run_mod, "plan", lambda *a, **k: [r for r in tiny_plan
+                                                          if r.group == "b0"])
+    one = replace(TINY, bases=TINY.bases[:1], budgets=TINY.budgets[:1])
+    run_study(one, tmp_path / "study", progress=True, workers=1,
+              trainer="tests.test_study:fake_trainer", reference=tmp_path / "none.json")
+    out, err = capfd.readouterr()
+    assert not re.search(r"^\[[IW] \d{4}-", out + err, re.M)  # Optuna's "[I 2026-...]" lines
+    done = re.findall(r"^\[(\d+)/(\d+)\] short/b0-", out, re.M)
+    assert [int(d) for d, _ in done] == list(range(1, len(done) + 1)) and len(done) == 15
+    assert {int(t) for _, t in done} == {15}  # 5 models x 3 seeds
 
 
 @pytest.mark.slow

@@ -22,41 +22,51 @@ Peak memory on CPU is measured in a fresh child process per implementation
 (see :mod:`.memory`); on CUDA the allocator's own peak statistics are used.
 """
 
-from .harness import describe_device, format_table, num_threads, time_alternating, write_json
-from .inference import inference
-from .limits import copy_bandwidth, depthwise_bound, machine_limits, matmul_peak
-from .memory import memory_report, peak_step_memory, saved_bytes, saved_tensors_by_op
-from .records import (
-    DepthwiseBound,
-    DepthwiseLayer,
-    InferenceRow,
-    PeakFraction,
-    Record,
-    Row,
-    TrainingRow,
-)
-from .references import (
-    BASELINE,
-    IMPL_HELP,
-    INFERENCE_IMPLS,
-    OPTIONAL_INFERENCE_IMPLS,
-    PAPER_TABLE4,
-    REFERENCE_BN_EPS,
-    TRAINING_IMPLS,
-    copy_weights_by_order,
-    randomize_bn,
-    reference_models,
-)
-from .results import (
-    BenchResult,
-    InferenceResult,
-    LimitsResult,
-    MemoryResult,
-    Table4Result,
-    TrainingResult,
-)
-from .table4 import table4
-from .training import training
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    "BASELINE": "references",
+    "BenchResult": "results",
+    "DepthwiseBound": "records",
+    "DepthwiseLayer": "records",
+    "IMPL_HELP": "impls",
+    "INFERENCE_IMPLS": "impls",
+    "InferenceResult": "results",
+    "InferenceRow": "records",
+    "LimitsResult": "results",
+    "MemoryResult": "results",
+    "OPTIONAL_INFERENCE_IMPLS": "impls",
+    "PAPER_TABLE4": "references",
+    "PeakFraction": "records",
+    "REFERENCE_BN_EPS": "references",
+    "Record": "records",
+    "Row": "records",
+    "TRAINING_IMPLS": "impls",
+    "Table4Result": "results",
+    "TrainingResult": "results",
+    "TrainingRow": "records",
+    "copy_bandwidth": "limits",
+    "copy_weights_by_order": "references",
+    "depthwise_bound": "limits",
+    "describe_device": "harness",
+    "format_table": "harness",
+    "inference": "inference",
+    "machine_limits": "limits",
+    "matmul_peak": "limits",
+    "memory_report": "memory",
+    "num_threads": "harness",
+    "peak_step_memory": "memory",
+    "randomize_bn": "references",
+    "reference_models": "references",
+    "saved_bytes": "memory",
+    "saved_tensors_by_op": "memory",
+    "table4": "table4",
+    "time_alternating": "harness",
+    "training": "training",
+    "write_json": "harness",
+}
 
 __all__ = ["BASELINE", "IMPL_HELP", "INFERENCE_IMPLS", "OPTIONAL_INFERENCE_IMPLS", "PAPER_TABLE4",
            "REFERENCE_BN_EPS", "TRAINING_IMPLS", "BenchResult", "DepthwiseBound",
@@ -67,3 +77,39 @@ __all__ = ["BASELINE", "IMPL_HELP", "INFERENCE_IMPLS", "OPTIONAL_INFERENCE_IMPLS
            "matmul_peak", "memory_report", "num_threads", "peak_step_memory", "randomize_bn",
            "reference_models", "saved_bytes", "saved_tensors_by_op", "table4",
            "time_alternating", "training", "write_json"]
+
+if TYPE_CHECKING:
+    from .harness import describe_device, format_table, num_threads, time_alternating, write_json
+    from .impls import IMPL_HELP, INFERENCE_IMPLS, OPTIONAL_INFERENCE_IMPLS, TRAINING_IMPLS
+    from .inference import inference
+    from .limits import copy_bandwidth, depthwise_bound, machine_limits, matmul_peak
+    from .memory import memory_report, peak_step_memory, saved_bytes, saved_tensors_by_op
+    from .records import (
+        DepthwiseBound,
+        DepthwiseLayer,
+        InferenceRow,
+        PeakFraction,
+        Record,
+        Row,
+        TrainingRow,
+    )
+    from .references import (
+        BASELINE,
+        PAPER_TABLE4,
+        REFERENCE_BN_EPS,
+        copy_weights_by_order,
+        randomize_bn,
+        reference_models,
+    )
+    from .results import (
+        BenchResult,
+        InferenceResult,
+        LimitsResult,
+        MemoryResult,
+        Table4Result,
+        TrainingResult,
+    )
+    from .table4 import table4
+    from .training import training
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

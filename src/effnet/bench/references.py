@@ -10,6 +10,12 @@ from torch import nn
 
 from ..errors import EffnetError
 from ..model_factory import create_model
+from .impls import (  # noqa: F401 - re-exported, where they were
+    IMPL_HELP,
+    INFERENCE_IMPLS,
+    OPTIONAL_INFERENCE_IMPLS,
+    TRAINING_IMPLS,
+)
 
 # Paper Table 4 (arXiv:1905.11946v5): batch 1, one core of a Xeon E5-2690, seconds.
 PAPER_TABLE4 = {"resnet152_s": 0.554, "b1_s": 0.098, "speedup": 5.7}
@@ -18,21 +24,6 @@ PAPER_TABLE4 = {"resnet152_s": 0.554, "b1_s": 0.098, "speedup": 5.7}
 REFERENCE_BN_EPS = 1e-5
 BASELINE = "timm"
 
-INFERENCE_IMPLS = ("timm", "torchvision", "effnet", "effnet-fast", "effnet-ts", "onnxruntime")
-OPTIONAL_INFERENCE_IMPLS = ("effnet-compile", "timm-cl")
-TRAINING_IMPLS = ("timm", "torchvision", "effnet", "effnet-memeff", "effnet-memeff-ckpt")
-IMPL_HELP = {
-    "timm": "timm efficientnet_<name>, eager, as created",
-    "timm-cl": "timm, eager, channels_last",
-    "torchvision": "torchvision efficientnet_<name>, eager",
-    "effnet": "effnet, eager, as created",
-    "effnet-fast": "effnet.optimize_for_inference (BN folded, channels_last, in-place)",
-    "effnet-ts": "optimize_for_inference(torchscript=True): frozen TorchScript trace",
-    "effnet-compile": "optimize_for_inference(compile=True): torch.compile",
-    "onnxruntime": "effnet exported to ONNX, run by onnxruntime (CPU)",
-    "effnet-memeff": "effnet with set_memory_efficient(): recompute BN/act/SE in backward",
-    "effnet-memeff-ckpt": "memory-efficient plus per-stage activation checkpointing",
-}
 
 
 

@@ -25,7 +25,10 @@ DESCRIPTION = ("EfficientNet (Tan & Le, 2019) on PyTorch: the models of paper Ta
 
 def build_parser() -> argparse.ArgumentParser:
     """The `effnet` argument parser with every subcommand."""
+    from .. import __version__
+
     parser = argparse.ArgumentParser(prog="effnet", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"effnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     for group in GROUPS:

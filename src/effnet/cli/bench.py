@@ -113,7 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the `effnet` parser."""
-    from ..bench import IMPL_HELP
+    from ..bench.impls import IMPL_HELP
 
     impls = "; ".join(f"{k}: {v}" for k, v in IMPL_HELP.items())
     p = sub.add_parser("bench", help="speed and memory against timm and torchvision",

@@ -98,7 +98,8 @@ def cmd_nas(args: argparse.Namespace) -> int:
 
 def cmd_autoscale(args: argparse.Namespace) -> int:
     """Search a baseline, grid-search its coefficients, train the scaled family; one report."""
-    from ..nas.autoscale import PRESETS, run_autoscale
+    from ..nas.autoscale import run_autoscale
+    from ..nas.presets import PRESETS
 
     optuna_warnings_only()
     check_dataset(args.dataset)
@@ -178,7 +179,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study-name", default="effnet-nas")
     p.set_defaults(func=cmd_nas)
 
-    from ..nas.autoscale import PRESETS
+    from ..nas.presets import PRESETS
 
     p = sub.add_parser("autoscale", help="the whole method: search a baseline, grid-search "
                        "alpha, beta, gamma on it, scale it (one report)",

@@ -24,7 +24,7 @@ def _recipe(args: argparse.Namespace):
     """The proxy recipe from the flags; --recipe FIELD=VALUE,... sets any other field."""
     from dataclasses import fields
 
-    from ..proxy.trainer import ProxyRecipe
+    from ..proxy.recipe import ProxyRecipe
 
     kinds = {f.name: f.type for f in fields(ProxyRecipe)}
     values: dict = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
@@ -119,7 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_search(sub: argparse._SubParsersAction) -> None:
-    from ..proxy.trainer import ProxyRecipe
+    from ..proxy.recipe import ProxyRecipe
 
     p = sub.add_parser("search", help="grid search of alpha, beta, gamma (paper Sec. 3.3)",
                        description="Enumerate (alpha, beta, gamma) >= 1 with alpha*beta^2*gamma^2 "

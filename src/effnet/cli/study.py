@@ -14,7 +14,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     report = run_study(args.preset, args.output, seeds=args.seeds, progress=not args.no_progress,
                        root=args.data, download=args.download, workers=args.workers,
                        reference=args.reference, storage=args.storage,
-                       study_name=args.study_name)
+                       study_name=args.study_name, verbose=args.verbose)
     if report is None:
         return 0
     print(f"done in {(time.perf_counter() - t0) / 60:.1f} min; the report is {report.resolve()}")
@@ -48,5 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="name of the study in the storage (default: effnet-study-PRESET)")
     p.add_argument("--reference", default=None,
                    help="results.json to rank against (default: the committed standard run)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no line per finished job (done / total, time left)")
+    p.add_argument("--verbose", action="store_true", help="show Optuna's own log lines")
     p.set_defaults(func=cmd_study)

@@ -12,7 +12,6 @@ so a rerun resumes where the last one stopped.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EffnetError, ParameterError
@@ -26,31 +25,9 @@ from ..search.results import write_results
 from ..search.run import run_search
 from ..spec import EFFICIENTNET_B0, NetworkSpec, load_spec, save_spec
 from .autoscale_report import PAPER, family_rows, write_autoscale_report
+from .presets import PRESETS, AutoscalePreset
 from .proxy import Proxy
 from .search import NasConfig, load_result, run_workers
-
-
-@dataclass(frozen=True)
-class AutoscalePreset:
-    """How much of each step one `effnet autoscale` run does."""
-
-    name: str
-    nas_trials: int
-    grid_step: float
-    grid_tolerance: float
-    grid_max: float | None
-    grid_seeds: int
-    family_seeds: int
-
-
-PRESETS = {
-    # A short search, a coarse grid, one seed (measured times: results/autoscale-quick).
-    "quick": AutoscalePreset("quick", nas_trials=10, grid_step=0.1, grid_tolerance=0.1,
-                             grid_max=1.4, grid_seeds=1, family_seeds=1),
-    # The paper's grid spacing (0.05), more trials and seeds for intervals.
-    "standard": AutoscalePreset("standard", nas_trials=40, grid_step=0.05, grid_tolerance=0.1,
-                                grid_max=None, grid_seeds=2, family_seeds=3),
-}
 
 
 def _family_jobs(phis: list[float], seeds: int) -> dict[str, dict]:

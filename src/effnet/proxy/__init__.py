@@ -25,7 +25,7 @@ _EXPORTS: dict[str, str] = {
     "Scaled": "candidates",
     "measure": "candidates",
     "ProxyData": "trainer",
-    "ProxyRecipe": "trainer",
+    "ProxyRecipe": "recipe",
     "train_proxy": "trainer",
     "JobContext": "queue",
     "run_jobs": "queue",
@@ -38,7 +38,8 @@ __all__ = ["Cost", "JobContext", "ProxyData", "ProxyRecipe", "Scaled", "measure"
 if TYPE_CHECKING:
     from .candidates import Cost, Scaled, measure
     from .queue import JobContext, run_jobs
+    from .recipe import ProxyRecipe
     from .storage import open_storage
-    from .trainer import ProxyData, ProxyRecipe, train_proxy
+    from .trainer import ProxyData, train_proxy
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from ..proxy.trainer import ProxyRecipe
+from ..proxy.recipe import ProxyRecipe
 
 STRATEGIES = ("depth", "width", "resolution", "compound")
 

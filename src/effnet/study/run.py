@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import EffnetError, ParameterError
 from ..proxy.queue import finished_jobs, job_states, run_jobs, storage_url
 from ..proxy.trainer import ProxyData, ProxyRecipe, Trainer, load_trainer, train_proxy
-from ..proxy.workers import run_parallel
+from ..proxy.workers import optuna_warnings_only, run_parallel
 from ..train.loop import save_weights
 from .plan import Run, cam_runs, plan
 from .presets import PRESETS, Preset
@@ -122,20 +122,51 @@ def _work_fn(preset: dict, output: str, root: str | None, download: bool,
     return work
 
 
+def job_units(params: dict) -> float:
+    """A job's work in MAC-images (MACs x epochs x training images): what its seconds scale with."""
+    recipe = params["recipe"]
+    return (float(params["run"]["cost"]["macs"]) * recipe["epochs"]
+            * (recipe["train_size"] or 60_000))
+
+
+def progress_line(key: str, result: dict, finished: dict[str, dict], jobs: dict[str, dict],
+                  workers: int) -> str:
+    """`[done/total] key: top-1 in s; about N min left`, the time left from the measured
+    seconds per MAC-image of the finished jobs, shared by the workers."""
+    done = [k for k in finished if k in jobs]
+    line = (f"[{len(done)}/{len(jobs)}] {key}: {100 * result['val_top1']:.2f}% in "
+            f"{result['seconds']:.0f} s")
+    units = sum(job_units(jobs[k]) for k in done)
+    seconds = sum(float(finished[k].get("seconds", 0.0)) for k in done)
+    left = sum(job_units(p) for k, p in jobs.items() if k not in finished)
+    if units > 0 and left > 0:
+        minutes = left * seconds / units / max(1, workers) / 60
+        line += (f"; about {round(minutes)} min left" if minutes >= 1
+                 else "; under a minute left")
+    return line
+
+
 def study_worker(storage: str, study_name: str, jobs: dict[str, dict], preset: dict,
                  output: str, root: str | None, download: bool, trainer: str | None,
-                 threads: int = 1, progress: bool = False) -> int:
-    """One worker: train jobs of the study from the shared storage until none is left."""
+                 threads: int = 1, progress: bool = False, workers: int = 1,
+                 verbose: bool = False) -> int:
+    """One worker: train jobs of the study from the shared storage until none is left.
+
+    With `progress`, a line per finished job (done / total, time left); Optuna's
+    own log lines only with `verbose`.
+    """
     import torch
 
     torch.set_num_threads(max(1, threads))
+    if not verbose:
+        optuna_warnings_only()
     done = []
 
     def on_done(key: str, res: dict) -> None:
         done.append(key)
         if progress:
-            print(f"  {key}: {100 * res['val_top1']:.2f}% in {res['seconds']:.0f} s",
-                  flush=True)
+            finished = finished_jobs(storage, study_name)
+            print(progress_line(key, res, finished, jobs, workers), flush=True)
 
     run_jobs(storage, study_name, jobs, _work_fn(preset, output, root, download, trainer),
              identity=preset, on_done=on_done)
@@ -146,7 +177,7 @@ def run_study(preset: str | Preset, output: str | Path, seeds: int | None = None
               progress: bool = True, root: str | None = None, download: bool = False,
               workers: int | None = None, reference: str | Path | None = None,
               trainer: str | None = None, storage: str | None = None,
-              study_name: str | None = None) -> Path | None:
+              study_name: str | None = None, verbose: bool = False) -> Path | None:
     """Run (or resume, or join) the study into `output`; return report.md's path.
 
     `storage` is an Optuna RDB URL (default: ``OUTPUT/study.db``); workers of
@@ -158,8 +189,11 @@ def run_study(preset: str | Preset, output: str | Path, seeds: int | None = None
     with (Kendall's tau). `trainer` names a replacement for the proxy trainer
     ('package.module:function', the signature of
     :func:`~effnet.proxy.trainer.train_proxy`); tests use a fast fake one.
+    Optuna's own log lines show only with `verbose`.
     """
     t_start = time.perf_counter()
+    if not verbose:
+        optuna_warnings_only()
     preset = resolve_preset(preset, seeds)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,7 +213,8 @@ def run_study(preset: str | Preset, output: str | Path, seeds: int | None = None
     if progress:
         print(f"{len(jobs)} training jobs ({len(runs)} models), {n_workers} worker(s)",
               flush=True)
-    run_parallel(study_worker, [(*args, 1, progress) for _ in range(n_workers)])
+    run_parallel(study_worker, [(*args, 1, progress, n_workers, verbose)
+                                for _ in range(n_workers)])
     states = job_states(url, name)
     waiting = [k for k, v in states.items() if v != "done"]
     if waiting:

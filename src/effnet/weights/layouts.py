@@ -38,10 +38,12 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import EffnetError
+
+if TYPE_CHECKING:
+    import torch
 
 # Key families that `detect_layout` tells apart, and the layouts users may name.
 # 'timm' and 'timm_tf' share keys: timm's own `efficientnet_*` vs its TF ports `tf_efficientnet_*`.
