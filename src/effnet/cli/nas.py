@@ -12,6 +12,7 @@ from ..errors import EffnetError
 from ..proxy.workers import optuna_warnings_only
 from .options import (
     add_heartbeat_options,
+    add_verbose,
     check_dataset,
     check_heartbeat_options,
     parse_macs,
@@ -66,7 +67,8 @@ def cmd_nas(args: argparse.Namespace) -> int:
     from ..nas.search import load_result, run_workers
     from ..proxy.trainer import load_trainer
 
-    optuna_warnings_only()
+    if not args.verbose:
+        optuna_warnings_only()
     cfg = nas_config(args)
     load_trainer(args.trainer)  # a bad --trainer: one line now, not in every worker
     out = Path(args.output)
@@ -101,7 +103,8 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
     from ..nas.autoscale import run_autoscale
     from ..nas.presets import PRESETS
 
-    optuna_warnings_only()
+    if not args.verbose:
+        optuna_warnings_only()
     check_dataset(args.dataset)
     target = None if args.target_macs is None else parse_macs(args.target_macs)
     phis = parse_phis(args.phi)
@@ -153,6 +156,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trainer", default=None,
                    help="custom training function 'package.module:function' (advanced)")
     add_heartbeat_options(p)
+    add_verbose(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -202,4 +206,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trainer", default=None,
                    help="custom training function 'package.module:function' (advanced)")
     p.add_argument("--no-progress", action="store_true", help="no progress messages")
+    add_verbose(p)
     p.set_defaults(func=cmd_autoscale)

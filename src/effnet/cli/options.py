@@ -54,6 +54,11 @@ def check_dataset(name: str) -> None:
         raise EffnetError(f"unknown --dataset {name!r}: use one of {', '.join(DATASETS)}")
 
 
+def add_verbose(p: argparse.ArgumentParser) -> None:
+    """--verbose: Optuna's own log lines (study, search, nas, autoscale; off by default)."""
+    p.add_argument("--verbose", action="store_true", help="show Optuna's own log lines")
+
+
 def add_heartbeat_options(p: argparse.ArgumentParser) -> None:
     """--heartbeat-interval and --grace-period of the shared Optuna storage (search, nas)."""
     from ..proxy.storage import GRACE_S, HEARTBEAT_S

@@ -8,7 +8,7 @@ import math
 from ..errors import EffnetError
 from ..proxy.workers import optuna_warnings_only
 from ..spec import BASELINES, baseline_name, is_spec_path, load_spec
-from .options import add_heartbeat_options, check_heartbeat_options
+from .options import add_heartbeat_options, add_verbose, check_heartbeat_options
 
 
 def _mac_tolerance(text: str) -> float | None:
@@ -55,7 +55,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     """The alpha/beta/gamma grid search (paper Sec. 3.3, step 1)."""
     import torch
 
-    optuna_warnings_only()
+    if not args.verbose:
+        optuna_warnings_only()
     from ..proxy.trainer import ProxyData, load_trainer
     from ..search.config import SearchConfig
     from ..search.results import format_table, pruning_saving, write_results
@@ -182,6 +183,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                    help="custom training function 'package.module:function' with the signature "
                    "of effnet.proxy.trainer.train_proxy (advanced)")
     add_heartbeat_options(p)
+    add_verbose(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_search)

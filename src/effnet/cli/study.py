@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from .options import add_verbose
+
 
 def cmd_study(args: argparse.Namespace) -> int:
     """Run (or resume) the study and print where its report is."""
@@ -50,5 +52,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="results.json to rank against (default: the committed standard run)")
     p.add_argument("--no-progress", action="store_true",
                    help="no line per finished job (done / total, time left)")
-    p.add_argument("--verbose", action="store_true", help="show Optuna's own log lines")
+    add_verbose(p)
     p.set_defaults(func=cmd_study)
