@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "for several seeds, and report compound against the best single "
                        "dimension with 95%% intervals. Resumable.")
     p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                   help="quick: B0 base, one short budget (about 15 min on 2 cores, what "
+                   help="quick: B0 base, one short budget (12-35 min on 2 cores, what "
                    "`make run` runs); standard: three bases, two budgets (the committed "
                    "reference, about 90 min); full: larger bases and budgets, for a GPU")
     p.add_argument("--output", default="study", help="folder for report.md, plots, results.json")
