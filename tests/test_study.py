@@ -298,6 +298,21 @@ def test_the_study_prints_a_line_per_job_and_no_optuna_log_line(tmp_path, capfd,
     assert {int(t) for _, t in done} == {15}  # 5 models x 3 seeds
 
 
+def test_on_a_terminal_the_study_shows_a_bar_instead_of_lines(tmp_path, capfd, tiny_plan,
+                                                                monkeypatch):
+    import effnet.study.run as run_mod
+
+    monkeypatch.setattr(run_mod, "plan", lambda *a, **k: [r for r in tiny_plan
+                                                          if r.group == "b0"])
+    monkeypatch.setattr(run_mod.sys.stdout, "isatty", lambda: True)
+    one = replace(TINY, bases=TINY.bases[:1], budgets=TINY.budgets[:1])
+    run_study(one, tmp_path / "study", progress=True, workers=1,
+              trainer="tests.test_study:fake_trainer", reference=tmp_path / "none.json")
+    out, err = capfd.readouterr()
+    assert not re.search(r"^\[\d+/\d+\]", out, re.M)
+    assert "study jobs" in err and "15/15" in err
+
+
 @pytest.mark.slow
 def test_study_trains_for_real_in_two_processes(tmp_path):
     preset = replace(TINY, bases=TINY.bases[:1], budgets=TINY.budgets[:1])

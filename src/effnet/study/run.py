@@ -12,9 +12,13 @@ train faster side by side than one after another on several threads).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -146,6 +150,32 @@ def progress_line(key: str, result: dict, finished: dict[str, dict], jobs: dict[
     return line
 
 
+@contextlib.contextmanager
+def _job_bar(storage: str, study_name: str, total: int, poll_s: float = 5.0) -> Iterator[None]:
+    """A tqdm bar of the study's finished jobs, updated from the storage while the body runs."""
+    from tqdm.auto import tqdm
+
+    stop = threading.Event()
+
+    def poll(bar) -> None:
+        while not stop.wait(poll_s):
+            with contextlib.suppress(Exception):  # the storage may be busy: try again later
+                done = sum(v == "done" for v in job_states(storage, study_name).values())
+                bar.update(done - bar.n)
+
+    with tqdm(total=total, desc="study jobs", unit="job") as bar:
+        thread = threading.Thread(target=poll, args=(bar,), daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            with contextlib.suppress(Exception):
+                bar.update(sum(v == "done" for v in job_states(storage, study_name).values())
+                           - bar.n)
+
+
 def study_worker(storage: str, study_name: str, jobs: dict[str, dict], preset: dict,
                  output: str, root: str | None, download: bool, trainer: str | None,
                  threads: int = 1, progress: bool = False, workers: int = 1,
@@ -213,8 +243,12 @@ def run_study(preset: str | Preset, output: str | Path, seeds: int | None = None
     if progress:
         print(f"{len(jobs)} training jobs ({len(runs)} models), {n_workers} worker(s)",
               flush=True)
-    run_parallel(study_worker, [(*args, 1, progress, n_workers, verbose)
-                                for _ in range(n_workers)])
+    # On a terminal a bar (jobs done of all, polled from the storage); elsewhere (a log file,
+    # CI) the workers print a line per finished job.
+    bar = progress and sys.stdout.isatty()
+    with _job_bar(url, name, len(jobs)) if bar else contextlib.nullcontext():
+        run_parallel(study_worker, [(*args, 1, progress and not bar, n_workers, verbose)
+                                    for _ in range(n_workers)])
     states = job_states(url, name)
     waiting = [k for k, v in states.items() if v != "done"]
     if waiting:
