@@ -52,16 +52,10 @@ def _exact(value: float | str, name: str) -> Fraction:
     return out
 
 
-def enumerate_grid(step: float = 0.05, target: float = 2.0, tolerance: float = 0.1,
-                   max_value: float | None = None) -> list[GridPoint]:
-    """All (alpha, beta, gamma) on the grid 1, 1+step, 1+2*step, ... that satisfy Eq. 3.
-
-    A point is kept when alpha, beta, gamma >= 1 and
-    |alpha * beta^2 * gamma^2 - target| <= tolerance. Since every factor is
-    >= 1, alpha <= target + tolerance and beta, gamma <= sqrt(target +
-    tolerance), so the grid is finite; `max_value` caps every coefficient
-    further. Points come sorted by (alpha, beta, gamma).
-    """
+def _axis(step: float, target: float, tolerance: float,
+          max_value: float | None) -> tuple[list[Fraction], Fraction, Fraction]:
+    """Every axis's values 1, 1+step, ... up to target + tolerance (and max_value), exact, with
+    the exact target and tolerance."""
     step_q, target_q, tol_q = (_exact(step, "step"), _exact(target, "target"),
                                _exact(tolerance, "tolerance"))
     if step_q <= 0:
@@ -80,7 +74,20 @@ def enumerate_grid(step: float = 0.05, target: float = 2.0, tolerance: float = 0
     if n_max > 10_000:
         raise ValueError(f"grid step {step} is too fine for this range ({n_max + 1} values per "
                          "axis): use a larger --grid-step")
-    values = [1 + k * step_q for k in range(n_max + 1)]
+    return [1 + k * step_q for k in range(n_max + 1)], target_q, tol_q
+
+
+def enumerate_grid(step: float = 0.05, target: float = 2.0, tolerance: float = 0.1,
+                   max_value: float | None = None) -> list[GridPoint]:
+    """All (alpha, beta, gamma) on the grid 1, 1+step, 1+2*step, ... that satisfy Eq. 3.
+
+    A point is kept when alpha, beta, gamma >= 1 and
+    |alpha * beta^2 * gamma^2 - target| <= tolerance. Since every factor is
+    >= 1, alpha <= target + tolerance and beta, gamma <= sqrt(target +
+    tolerance), so the grid is finite; `max_value` caps every coefficient
+    further. Points come sorted by (alpha, beta, gamma).
+    """
+    values, target_q, tol_q = _axis(step, target, tolerance, max_value)
     points = []
     for a in values:
         for b in values:

@@ -141,14 +141,8 @@ _TV_CONV_BN = {"0": "conv", "1": "bn"}
 _TV_SE = {"fc1": "reduce", "fc2": "expand"}
 
 
-def to_effnet_torchvision(keys: Iterable[str]) -> dict[str, str]:
-    """Source key -> effnet key for torchvision's `efficientnet_b*`.
-
-    Inside `features.i.j.block`, the sub-layers are numbered in order: the one
-    holding `fc1` is SE; the others are (expand, dw, project), or (dw, project)
-    when the block has no expand conv.
-    """
-    keys = list(keys)
+def _tv_roles(keys: list[str]) -> dict[tuple[str, str], dict[int, str]]:
+    """(stage, block) -> {sub-layer index: expand, dw, project or se} of torchvision keys."""
     sublayers: dict[tuple[str, str], set[int]] = defaultdict(set)
     se_index: dict[tuple[str, str], int] = {}
     for key in keys:
@@ -163,6 +157,18 @@ def to_effnet_torchvision(keys: Iterable[str]) -> dict[str, str]:
         roles[block] = dict(zip(convs, names, strict=False))
         if block in se_index:
             roles[block][se_index[block]] = "se"
+    return roles
+
+
+def to_effnet_torchvision(keys: Iterable[str]) -> dict[str, str]:
+    """Source key -> effnet key for torchvision's `efficientnet_b*`.
+
+    Inside `features.i.j.block`, the sub-layers are numbered in order: the one
+    holding `fc1` is SE; the others are (expand, dw, project), or (dw, project)
+    when the block has no expand conv.
+    """
+    keys = list(keys)
+    roles = _tv_roles(keys)
     plain = [int(m.group(1)) for k in keys if (m := _TV_PLAIN.match(k))]
     head = str(max(plain)) if plain else None
     names = {}

@@ -265,6 +265,35 @@ def _mismatch_error(ckpt: Checkpoint, layout: str, how: str, model: nn.Module,
                        f"({how} layout {layout}): {'; '.join(parts)}. {fix}")
 
 
+def _checkpoint_layout(ckpt: Any, model: nn.Module, layout: str) -> tuple[str, str]:
+    """The checkpoint's layout and how it was found ('detected' or 'given', checked)."""
+    if layout == "auto":
+        found = detect_layout(ckpt.state_dict)
+        return (_timm_variant(ckpt, model) if found == "timm" else found), "detected"
+    try:
+        family = detect_layout(ckpt.state_dict)
+    except EffnetError:
+        family = None
+    if family is not None and family != FAMILY[layout]:
+        raise EffnetError(f"layout={layout!r} was given, but {ckpt.description} has "
+                          f"{family} keys: use layout='auto'")
+    return layout, "given"
+
+
+def _set_pretrained_cfg(model: nn.Module, ckpt: Any, adapted: list[str]) -> None:
+    """The pretrained_cfg of an effnet folder's config.json, for this model's classes and input."""
+    config = ckpt.config if (ckpt.config or {}).get("format") == "effnet" else None
+    if not (config and config.get("pretrained_cfg")):
+        return
+    cfg = pretrained_cfg_from_config(config)
+    cfg["num_classes"] = model.num_classes
+    if "input_size" in cfg:
+        cfg["input_size"] = (model.in_chans, *cfg["input_size"][1:])
+    if any(a.startswith("classifier") for a in adapted):
+        cfg.pop("label_names", None)  # the trained classes are gone with the classifier
+    model.pretrained_cfg = cfg
+
+
 def load_weights(model: nn.Module, source: Any, layout: str = "auto",
                  adapt: bool = True) -> LoadResult:
     """Load a checkpoint into an effnet model, all tensors or none.
@@ -287,20 +316,7 @@ def load_weights(model: nn.Module, source: Any, layout: str = "auto",
         raise EffnetError(f"unknown layout {layout!r}: use 'auto' or one of {', '.join(LAYOUTS)}")
     ckpt = read_checkpoint(source)
     state = ckpt.state_dict
-    if layout == "auto":
-        how = "detected"
-        layout = detect_layout(state)
-        if layout == "timm":
-            layout = _timm_variant(ckpt, model)
-    else:
-        how = "given"
-        try:
-            family = detect_layout(state)
-        except EffnetError:
-            family = None
-        if family is not None and family != FAMILY[layout]:
-            raise EffnetError(f"layout={layout!r} was given, but {ckpt.description} has "
-                              f"{family} keys: use layout='auto'")
+    layout, how = _checkpoint_layout(ckpt, model, layout)
     adapted: list[str] = []
     mapped, missing, unexpected, misshaped = _map_to_model(state, layout, model,
                                                            adapted if adapt else None)
@@ -326,15 +342,7 @@ def load_weights(model: nn.Module, source: Any, layout: str = "auto",
     current = model.state_dict()  # again: padding and eps may have replaced modules
     full = {k: mapped.get(k, current[k]) for k in current}  # only num_batches_tracked can be absent
     model.load_state_dict(full, strict=True)
-    config = ckpt.config if (ckpt.config or {}).get("format") == "effnet" else None
-    if config and config.get("pretrained_cfg"):
-        cfg = pretrained_cfg_from_config(config)
-        cfg["num_classes"] = model.num_classes
-        if "input_size" in cfg:
-            cfg["input_size"] = (model.in_chans, *cfg["input_size"][1:])
-        if any(a.startswith("classifier") for a in adapted):
-            cfg.pop("label_names", None)  # the trained classes are gone with the classifier
-        model.pretrained_cfg = cfg
+    _set_pretrained_cfg(model, ckpt, adapted)
     for note in adapted:
         warnings.warn(f"{ckpt.description}: {note}", WeightsAdaptedWarning, stacklevel=2)
     return LoadResult(layout, ckpt.description, len(mapped), model.padding, float(model.bn_eps),
