@@ -284,7 +284,8 @@ def test_multi_objective_search_keeps_accuracy_and_macs(tmp_path):
 # ---------------------------------------------------------------- the whole method
 @pytest.mark.slow
 def test_autoscale_runs_search_grid_and_family_into_one_report(tmp_path):
-    from effnet.nas.autoscale import AutoscalePreset, run_autoscale
+    from effnet.nas.autoscale import run_autoscale
+    from effnet.nas.presets import AutoscalePreset
 
     preset = AutoscalePreset("test", nas_trials=3, grid_step=0.25, grid_tolerance=0.2,
                              grid_max=None, grid_seeds=1, family_seeds=1)

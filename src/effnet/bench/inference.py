@@ -17,14 +17,9 @@ from ..inference.optimize import optimize_for_inference
 from ..model_factory import create_model
 from ..profiling import count_macs
 from .harness import _autocast, _max_diff, describe_device, num_threads, time_alternating
+from .impls import INFERENCE_IMPLS, OPTIONAL_INFERENCE_IMPLS
 from .records import InferenceRow
-from .references import (
-    BASELINE,
-    INFERENCE_IMPLS,
-    OPTIONAL_INFERENCE_IMPLS,
-    _sources_for,
-    reference_models,
-)
+from .references import BASELINE, _sources_for, reference_models
 from .results import InferenceResult
 
 

@@ -10,12 +10,6 @@ from torch import nn
 
 from ..errors import EffnetError
 from ..model_factory import create_model
-from .impls import (  # noqa: F401 - re-exported, where they were
-    IMPL_HELP,
-    INFERENCE_IMPLS,
-    OPTIONAL_INFERENCE_IMPLS,
-    TRAINING_IMPLS,
-)
 
 # Paper Table 4 (arXiv:1905.11946v5): batch 1, one core of a Xeon E5-2690, seconds.
 PAPER_TABLE4 = {"resnet152_s": 0.554, "b1_s": 0.098, "speedup": 5.7}

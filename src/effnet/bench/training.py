@@ -18,9 +18,10 @@ from .harness import (
     num_threads,
     time_alternating,
 )
+from .impls import TRAINING_IMPLS
 from .memory import _saved_at, peak_step_memory
 from .records import TrainingRow
-from .references import BASELINE, TRAINING_IMPLS, _sources_for, _training_model, reference_models
+from .references import BASELINE, _sources_for, _training_model, reference_models
 from .results import TrainingResult
 
 

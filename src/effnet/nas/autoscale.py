@@ -25,7 +25,7 @@ from ..search.results import write_results
 from ..search.run import run_search
 from ..spec import EFFICIENTNET_B0, NetworkSpec, load_spec, save_spec
 from .autoscale_report import PAPER, family_rows, write_autoscale_report
-from .presets import PRESETS, AutoscalePreset
+from .presets import AutoscalePreset
 from .proxy import Proxy
 from .search import NasConfig, load_result, run_workers
 
@@ -146,4 +146,4 @@ def run_autoscale(preset: AutoscalePreset, output: str | Path, phis: list[float]
                                   workers)
 
 
-__all__ = ["PAPER", "PRESETS", "AutoscalePreset", "family_rows", "run_autoscale"]
+__all__ = ["PAPER", "family_rows", "run_autoscale"]

@@ -32,6 +32,7 @@ hold no custom op and no weight slice.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import threading
@@ -57,9 +58,17 @@ Pads = tuple[int, int, int, int]  # (top, bottom, left, right)
 def _cropped(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
              pads: Pads) -> tuple[tuple[slice, slice], Pads]:
     """The weight slices of the taps that meet data, and the padding that goes with them."""
+    return _crop_geometry(x.shape[-2], x.shape[-1], weight.shape[-2], weight.shape[-1],
+                          tuple(stride), tuple(pads))
+
+
+@functools.lru_cache(maxsize=1024)
+def _crop_geometry(h: int, w: int, kh: int, kw: int, stride: tuple[int, int],
+                   pads: Pads) -> tuple[tuple[slice, slice], Pads]:
+    """:func:`_cropped` for one geometry, computed once (each layer asks several times a step)."""
     top, bottom, left, right = pads
-    lh, hh, top, bottom = crop_window(x.shape[-2], weight.shape[-2], stride[0], top, bottom)
-    lw, hw, left, right = crop_window(x.shape[-1], weight.shape[-1], stride[1], left, right)
+    lh, hh, top, bottom = crop_window(h, kh, stride[0], top, bottom)
+    lw, hw, left, right = crop_window(w, kw, stride[1], left, right)
     return (slice(lh, hh + 1), slice(lw, hw + 1)), (top, bottom, left, right)
 
 

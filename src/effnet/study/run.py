@@ -25,7 +25,8 @@ from typing import Any
 
 from ..errors import EffnetError, ParameterError
 from ..proxy.queue import finished_jobs, job_states, run_jobs, storage_url
-from ..proxy.trainer import ProxyData, ProxyRecipe, Trainer, load_trainer, train_proxy
+from ..proxy.recipe import ProxyRecipe
+from ..proxy.trainer import ProxyData, Trainer, load_trainer, train_proxy
 from ..proxy.workers import optuna_warnings_only, run_parallel
 from ..train.loop import save_weights
 from .plan import Run, cam_runs, plan
@@ -157,11 +158,14 @@ def _job_bar(storage: str, study_name: str, total: int, poll_s: float = 5.0) -> 
 
     stop = threading.Event()
 
+    def catch_up(bar) -> None:
+        with contextlib.suppress(Exception):  # the storage may be busy: try again later
+            bar.update(sum(v == "done" for v in job_states(storage, study_name).values())
+                       - bar.n)
+
     def poll(bar) -> None:
         while not stop.wait(poll_s):
-            with contextlib.suppress(Exception):  # the storage may be busy: try again later
-                done = sum(v == "done" for v in job_states(storage, study_name).values())
-                bar.update(done - bar.n)
+            catch_up(bar)
 
     with tqdm(total=total, desc="study jobs", unit="job") as bar:
         thread = threading.Thread(target=poll, args=(bar,), daemon=True)
@@ -171,9 +175,7 @@ def _job_bar(storage: str, study_name: str, total: int, poll_s: float = 5.0) -> 
         finally:
             stop.set()
             thread.join()
-            with contextlib.suppress(Exception):
-                bar.update(sum(v == "done" for v in job_states(storage, study_name).values())
-                           - bar.n)
+            catch_up(bar)
 
 
 def study_worker(storage: str, study_name: str, jobs: dict[str, dict], preset: dict,
