@@ -73,6 +73,12 @@ class Preset:
     cam_images: int = 6
     drop_rate: float = 0.1
     drop_path_rate: float = 0.05
+    first_seed: int = 0       # seeds first_seed .. first_seed + seeds - 1
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        """The seeds every model is trained with."""
+        return tuple(range(self.first_seed, self.first_seed + self.seeds))
 
     def identity(self) -> dict:
         """The settings that decide the results (a stored study must match them to resume)."""
@@ -86,9 +92,11 @@ SHORT = ProxyRecipe(epochs=1, evals=4)
 LONG = ProxyRecipe(epochs=3, evals=8)
 
 PRESETS: dict[str, Preset] = {
+    # The reference's short budget on seeds of its own: its ranking against the reference's
+    # (Kendall's tau) is a replication, not the reference reproduced on the same seeds.
     "quick": Preset(name="quick", dataset="fashion-mnist", image_size=14, bases=(B0_BASE,),
                     budgets=(Budget("short", SHORT),), seeds=3, targets=(2.5, 4.0),
-                    table3_target=None),
+                    table3_target=None, first_seed=100),
     "standard": Preset(name="standard", dataset="fashion-mnist", image_size=14, bases=BASES,
                        budgets=(Budget("short", SHORT, ("b0",)), Budget("long", LONG)), seeds=3,
                        targets=(2.5, 4.0), table3_target=4.0),

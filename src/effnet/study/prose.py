@@ -34,6 +34,34 @@ def headline(verdicts: list[dict]) -> str:
             "measured MACs (95% Welch intervals over seeds).")
 
 
+def primary_line(v: dict) -> str:
+    """One primary comparison in words: compound against one single dimension, Holm-corrected."""
+    more = "more" if v["mac_gap"] > 0 else "fewer"
+    gap = "" if v["macs_matched"] else \
+        f" (compound has {abs(100 * v['mac_gap']):.1f}% {more} MACs)"
+    return (f"{v['base']}, ~{v['target']:g}x MACs: compound **{WORDS[v['verdict']]}** against "
+            f"{v['single']} — {_pct(v['compound_top1'])}% vs {_pct(v['single_top1'])}%, "
+            f"difference {100 * v['diff']:+.2f} points, {100 * v['level']:.1f}% CI "
+            f"[{100 * v['ci_low']:+.2f}, {100 * v['ci_high']:+.2f}], Holm-adjusted "
+            f"p = {v['p']:.3g}{gap}.")
+
+
+def primary_lines(primary: list[dict], budget: str) -> list[str]:
+    """The primary family of one budget: a count, then one line per comparison."""
+    fam = [v for v in primary if v["budget"] == budget]
+    if not fam:
+        return []
+    counts = {k: sum(v["verdict"] == k for v in fam) for k in ("win", "tie", "loss")}
+    return [f"**Primary comparisons, {budget} budget** (named before the run: compound against "
+            f"each single dimension at equal measured MACs; Holm's correction over the "
+            f"{len(fam)} comparisons): compound won {counts['win']}, tied {counts['tie']} and "
+            f"lost {counts['loss']}.", ""] + [f"- {primary_line(v)}" for v in fam] + [""]
+
+
+def _ci(ci: list[float] | tuple[float, float] | None) -> str:
+    return "" if not ci else f" (seed-bootstrap 95% interval [{ci[0]:.2f}, {ci[1]:.2f}])"
+
+
 def _table(rows: list[dict], paper: dict | None) -> list[str]:
     head = ["model", "d", "w", "px", "params (k)", "MACs (M)", "x base", "val top-1 %",
             "last-quarter gain", "seeds"]
@@ -76,9 +104,19 @@ def _reference_lines(payload: dict, ref: dict | None) -> list[str]:
     out += [f"- {verdict_line(v)}" for v in ref["verdicts"]]
     tau = payload["kendall_tau"]
     out += ["", f"This run ranks the B0 models with Kendall's tau = "
-            f"{'-' if tau is None else f'{tau:.2f}'} against the reference's ranking at its "
-            "longest budget (1 = same order; the target for the quick proxy is >= 0.7).", ""]
-    return out
+            f"{'-' if tau is None else f'{tau:.2f}'}{_ci(payload.get('kendall_tau_ci'))} "
+            "against the reference's ranking at its longest budget (1 = same order; the target "
+            "for the quick proxy is >= 0.7)."]
+    rep = payload.get("replication")
+    if rep and rep["kendall_tau"] is not None:
+        kind = ("a replication: this run's seeds are not the reference's" if
+                rep["disjoint_seeds"] else "not a replication: this run shares seeds with the "
+                "reference, and CPU training is deterministic")
+        out += ["", f"Against the reference's own `{rep['budget']}` budget, the same recipe: "
+                f"tau = {rep['kendall_tau']:.2f}{_ci(rep['ci'])} over {rep['models']} models, "
+                f"{kind} (seeds {rep['seeds'][0]}-{rep['seeds'][-1]} against "
+                f"{rep['reference_seeds'][0]}-{rep['reference_seeds'][-1]})."]
+    return out + [""]
 
 
 def report_markdown(payload: dict, preset: Preset, ref: dict | None) -> str:
@@ -91,7 +129,12 @@ def report_markdown(payload: dict, preset: Preset, ref: dict | None) -> str:
     md += _reference_lines(payload, ref)
     if ref and preset.name != "standard":
         md += [f"### This run (`{preset.name}`)", ""]
-    md += [headline(payload["verdicts"]), ""]
+    primary = payload.get("primary", [])
+    for budget in reversed(budgets):
+        md += primary_lines(primary, budget)
+    md += ["**After the fact**, against the best single dimension of each target (the one with "
+           "the highest mean, picked after the run, uncorrected): "
+           + headline(payload["verdicts"]), ""]
     md += [f"- {verdict_line(v)}" for v in payload["verdicts"]]
     if payload["kendall_tau_short_long"] is not None:
         t = payload["kendall_tau_short_long"]
@@ -129,9 +172,12 @@ def report_markdown(payload: dict, preset: Preset, ref: dict | None) -> str:
            "- **Equal cost is measured**: MACs counted on the built network "
            "(torch.utils.flop_counter); compound scaling is matched to each target first, then "
            "each single dimension to the compound model's measured MACs.",
-           f"- **Verdicts**: {preset.seeds} seeds per model; compound against the best single "
-           "dimension (the one with the highest mean, which favours the single dimensions); "
-           "95% Welch interval of the difference; win or loss only when the interval excludes "
+           f"- **Verdicts**: {preset.seeds} seeds per model (seeds {preset.seed_list[0]}-"
+           f"{preset.seed_list[-1]}); the primary comparisons, named before the run, are compound "
+           "against each single dimension at each target, with Welch intervals Holm-corrected "
+           "over each budget's family; compound against the best single dimension (the one "
+           "with the highest mean, which favours the single dimensions) is reported after the "
+           "fact with a plain 95% Welch interval; win or loss only when the interval excludes "
            "zero.", ""]
     md += ["### Compound models against Eq. 3", ""] + _compound_lines(models) + [""]
     for base in preset.bases:
@@ -157,7 +203,8 @@ def report_markdown(payload: dict, preset: Preset, ref: dict | None) -> str:
     if "fig7" in figs:
         md += ["## Fig. 7 — activation maps", "", f"![Fig. 7]({figs['fig7']})", "",
                "Grad-CAM of the true class (the paper uses CAM on the last map, 1-2 pixels "
-               "wide here), seed-0 weights, same validation images; 'wrong' marks a miss.", ""]
+               "wide here), the first seed's weights, same validation images; 'wrong' marks a "
+               "miss.", ""]
     env = payload["environment"]
     md += ["## Time and machine", "",
            f"Wall time {payload['wall_s'] / 60:.1f} min; {env['workers']} worker process(es) "

@@ -5,6 +5,12 @@ verdict on compound scaling is computed, never written in advance: for each
 base, budget and MAC target, compound scaling against the best single
 dimension, with the difference of means, its 95% Welch interval and win /
 loss / tie (:mod:`.stats`).
+
+The primary comparisons are named here, before any run: at each budget,
+compound scaling against *each* single dimension at each base and MAC
+target, Holm-corrected over that budget's family (the last budget's family
+is the study's answer). The comparison with the best single dimension picks
+the best of three after the fact and is reported beside them, uncorrected.
 """
 
 from __future__ import annotations
@@ -23,7 +29,15 @@ from .cam import class_activation_maps
 from .plan import Run, cam_runs, compound_distance
 from .presets import PAPER_TABLE3, PAPER_TABLE7, Preset
 from .prose import report_markdown
-from .stats import STILL_LEARNING, compare, kendall_tau, last_quarter_gain, mean_curve
+from .stats import (
+    STILL_LEARNING,
+    bootstrap_tau,
+    compare,
+    holm_compare,
+    kendall_tau,
+    last_quarter_gain,
+    mean_curve,
+)
 
 SINGLE = ("depth", "width", "resolution")
 MAC_MATCH = 0.05
@@ -37,7 +51,7 @@ def model_rows(runs: list[Run], preset: Preset, state: dict, native: int) -> lis
     rows = []
     for b in preset.budgets:
         for r in runs:
-            res = [state["results"].get(f"{b.name}/{r.key}/{s}") for s in range(preset.seeds)]
+            res = [state["results"].get(f"{b.name}/{r.key}/{s}") for s in preset.seed_list]
             res = [x for x in res if x is not None]
             if not res:
                 continue
@@ -86,6 +100,59 @@ def verdicts(rows: list[dict]) -> list[dict]:
     return out
 
 
+def primary_comparisons(rows: list[dict]) -> list[dict]:
+    """Compound against each single dimension, per base and target, Holm-corrected per budget.
+
+    Only pairs with at least two seeds on each side enter a family.
+    """
+    out = []
+    for budget in dict.fromkeys(r["budget"] for r in rows):
+        at = {(r["base"], r["target"], r["strategy"]): r for r in rows if r["budget"] == budget}
+        pairs = [(at[k[:2] + ("compound",)], r) for k, r in at.items()
+                 if k[2] in SINGLE and k[:2] + ("compound",) in at
+                 and r["seeds"] >= 2 and at[k[:2] + ("compound",)]["seeds"] >= 2]
+        results = holm_compare([(c["val_top1_seeds"], r["val_top1_seeds"]) for c, r in pairs])
+        for (comp, single), c in zip(pairs, results, strict=True):
+            gap = comp["macs"] / single["macs"] - 1
+            out.append({"base": comp["base"], "budget": budget, "target": comp["target"],
+                        "single": single["strategy"], "compound_top1": comp["val_top1_mean"],
+                        "single_top1": single["val_top1_mean"], **c.as_dict(),
+                        "family_size": len(pairs), "mac_gap": gap,
+                        "macs_matched": abs(gap) <= MAC_MATCH})
+    return out
+
+
+def seed_scores(models: list[dict], base: str, budget: str | None = None
+                ) -> dict[str, list[float]]:
+    """{model key: per-seed top-1} of one base's models at one budget (by default the last)."""
+    sel = [m for m in models if m["base"] == base]
+    if not sel:
+        return {}
+    budget = budget or sel[-1]["budget"]
+    return {m["key"]: m["val_top1_seeds"] for m in sel if m["budget"] == budget}
+
+
+def replication(models: list[dict], reference: dict | None, base: str, budget: str,
+                seeds: tuple[int, ...]) -> dict | None:
+    """This run's ranking of `base`'s models at `budget` against the reference's at the same
+    budget: Kendall's tau and its seed-bootstrap 95% interval, and whether the seeds differ
+    (only then is it a replication rather than the reference reproduced)."""
+    if reference is None:
+        return None
+    ref = [m for m in reference["models"] if m["base"] == base and m["budget"] == budget]
+    if not ref:
+        return None
+    mine, theirs = seed_scores(models, base, budget), seed_scores(ref, base, budget)
+    ref_seeds = set(range(reference["preset"].get("first_seed", 0),
+                          reference["preset"].get("first_seed", 0) + reference["seeds"]))
+    return {"budget": budget, "kendall_tau": kendall_tau(
+                {k: sum(v) / len(v) for k, v in mine.items()},
+                {k: sum(v) / len(v) for k, v in theirs.items()}),
+            "ci": bootstrap_tau(mine, theirs), "models": len(set(mine) & set(theirs)),
+            "reference_seeds": sorted(ref_seeds), "seeds": list(seeds),
+            "disjoint_seeds": not ref_seeds & set(seeds)}
+
+
 def load_reference(path: str | Path | None) -> dict | None:
     """A reference results.json: the given one, else the committed `standard` reference."""
     if path is not None:
@@ -125,10 +192,16 @@ def results_payload(preset: Preset, runs: list[Run], state: dict, native: int,
     short_long = (kendall_tau(b0_ranking(models, b0, budgets[0]), mine)
                   if len(budgets) > 1 else None)
     return {"preset": preset.identity(), "wall_s": state.get("wall_s", 0.0),
-            "seeds": preset.seeds, "native_resolution": native,
+            "seeds": preset.seeds, "seed_list": list(preset.seed_list),
+            "native_resolution": native,
             "environment": _environment(state.get("workers")),
             "models": models, "verdicts": verdicts(models),
+            "primary": primary_comparisons(models),
             "kendall_tau": kendall_tau(mine, ref) if ref else None,
+            "kendall_tau_ci": (bootstrap_tau(seed_scores(models, b0),
+                                             seed_scores(reference["models"], b0))
+                               if ref else None),
+            "replication": replication(models, reference, b0, budgets[-1], preset.seed_list),
             "kendall_tau_reference": reference["preset"]["name"] if reference else None,
             "kendall_tau_short_long": short_long,
             "still_learning": sum(m["still_learning"] for m in models),

@@ -101,8 +101,8 @@ def study_jobs(preset: Preset, runs: list[Run]) -> dict[str, dict]:
     jobs = []
     for b in preset.budgets:
         for r in (r for r in runs if b.covers(r.group)):
-            for s in range(preset.seeds):
-                keep = b.name == last and s == 0 and r.key in show
+            for s in preset.seed_list:
+                keep = b.name == last and s == preset.first_seed and r.key in show
                 jobs.append((job_key(b.name, r.key, s), {
                     "run": r.as_dict(), "seed": s, "recipe": b.recipe.as_dict(),
                     "weights": f"models/{r.key}.safetensors" if keep else None},
