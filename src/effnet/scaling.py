@@ -34,13 +34,18 @@ def round_repeats(repeats: int, depth_mult: float = 1.0) -> int:
     return int(math.ceil(depth_mult * repeats))
 
 
-def scale(spec: NetworkSpec, width_mult: float = 1.0, depth_mult: float = 1.0) -> NetworkSpec:
+def scale(spec: NetworkSpec, width_mult: float = 1.0, depth_mult: float = 1.0,
+          divisor: int = DEPTH_DIVISOR) -> NetworkSpec:
     """Scale a baseline's width (channels) and depth (layers per stage), paper Eq. 3.
 
     Returns a new spec with concrete channel and repeat counts. Scaling an
     already scaled spec composes the multipliers from the baseline's numbers,
-    so call this on baselines.
+    so call this on baselines. Channels round to multiples of `divisor` (8,
+    the reference code's hardware-friendly choice; small proxies use 1 so a
+    width step is not swallowed by the rounding).
     """
+    if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
+        raise EffnetError(f"divisor must be an integer >= 1, got {divisor!r}")
     if width_mult <= 0 or depth_mult <= 0:
         raise EffnetError(f"width_mult and depth_mult must be > 0, got {width_mult}, {depth_mult}")
     last = len(spec.stages) - 1
@@ -49,12 +54,12 @@ def scale(spec: NetworkSpec, width_mult: float = 1.0, depth_mult: float = 1.0) -
         keep = spec.fix_first_last_repeats and i in (0, last)
         stages.append(replace(
             st,
-            out_channels=round_filters(st.out_channels, width_mult),
+            out_channels=round_filters(st.out_channels, width_mult, divisor),
             repeats=st.repeats if keep else round_repeats(st.repeats, depth_mult),
         ))
     if spec.scale_stem_head:
-        stem = round_filters(spec.stem_channels, width_mult)
-        head = round_filters(spec.head_channels, width_mult) if spec.head_channels else 0
+        stem = round_filters(spec.stem_channels, width_mult, divisor)
+        head = round_filters(spec.head_channels, width_mult, divisor) if spec.head_channels else 0
     else:
         stem, head = spec.stem_channels, spec.head_channels
     return replace(spec, stages=tuple(stages), stem_channels=stem, head_channels=head,

@@ -12,7 +12,7 @@ resolutions all move the real cost away from the formula.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -58,16 +58,33 @@ class Scaled:
     depth_mult: float
     resolution: int
     stem_stride: int | None = None
+    strides: tuple[int, ...] | None = None
+    divisor: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.strides is not None:  # a JSON list back as a tuple (the dataclass is frozen)
+            object.__setattr__(self, "strides", tuple(self.strides))
 
     def spec(self) -> NetworkSpec:
         """The concrete spec (channel and repeat counts rounded, paper Eq. 3).
 
         `stem_stride` replaces the baseline's (2) for small inputs: stride 1
         keeps a 16-px image at 16 px after the stem, as CIFAR variants of
-        ImageNet networks do.
+        ImageNet networks do. `strides` replaces every stage's stride (so a
+        small input keeps a map of several pixels in the last stages) and
+        `divisor` the channel rounding (:func:`effnet.scaling.scale`).
         """
-        spec = scale(baseline(self.base), self.width_mult, self.depth_mult)
-        return spec if self.stem_stride is None else spec.with_(stem_stride=self.stem_stride)
+        spec = scale(baseline(self.base), self.width_mult, self.depth_mult,
+                     divisor=self.divisor or 8)
+        if self.stem_stride is not None:
+            spec = spec.with_(stem_stride=self.stem_stride)
+        if self.strides is not None:
+            if len(self.strides) != len(spec.stages):
+                raise ValueError(f"strides has {len(self.strides)} entries, the baseline "
+                                 f"{spec.name} {len(spec.stages)} stages: give one per stage")
+            spec = spec.with_(stages=tuple(replace(st, stride=s) for st, s
+                                           in zip(spec.stages, self.strides, strict=True)))
+        return spec
 
     def build(self, num_classes: int = 10, in_chans: int = 1, drop_rate: float = DROP_RATE,
               drop_path_rate: float = DROP_PATH_RATE,

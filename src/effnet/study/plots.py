@@ -12,7 +12,12 @@ from ..io_utils import pyplot, save_figure
 from .presets import STRATEGIES
 
 COLORS = {"baseline": "black", "depth": "tab:blue", "width": "tab:orange",
-          "resolution": "tab:green", "compound": "tab:red"}
+          "resolution": "tab:green", "compound": "tab:red", "searched": "tab:purple"}
+
+
+def _color(strategy: str) -> str:
+    """A strategy's colour; the sweep's other directions in grey."""
+    return COLORS.get(strategy, "tab:brown" if strategy.startswith("searched") else "tab:gray")
 
 
 def _tag(r: dict) -> str:
@@ -107,13 +112,38 @@ def plot_curves(rows: list[dict], group: str, path: Path) -> None:
                 f"{r['strategy']} {r['target']:g}x"
             style = "--" if r["still_learning"] else "-"
             ax.plot(xs, [100 * v for v in r["curve_mean"]], style, marker=".",
-                    color=COLORS[r["strategy"]], alpha=1.0 if r["target"] >= 3 else 0.55,
+                    color=_color(r["strategy"]), alpha=1.0 if r["target"] >= 3 else 0.55,
                     label=name + (" (still learning)" if r["still_learning"] else ""))
         ax.set_xlabel(f"fraction of the run ({budget} budget)")
         ax.set_ylabel("validation top-1 (%)")
         ax.set_title(f"{group}: learning curves, {budget} budget")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    save_figure(fig, path, bbox_inches="tight")
+
+
+def plot_sweep(rows: list[dict], group: str, path: Path) -> None:
+    """Accuracy of every direction at each MAC target (mean and SD over seeds), the
+    directions ordered by their share of depth, then width (corners and the paper's and the
+    searched coefficients coloured)."""
+    plt = pyplot()
+    targets = sorted({r["target"] for r in rows if r["strategy"] != "baseline"})
+    fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4), squeeze=False)
+    for ax, target in zip(axes[0], targets, strict=True):
+        sel = sorted((r for r in rows if r["target"] == target and r["strategy"] != "baseline"),
+                     key=lambda r: (-r["shares"][0], -r["shares"][1]))
+        xs = range(len(sel))
+        ax.bar(xs, [100 * r["val_top1_mean"] for r in sel],
+               yerr=[100 * r["val_top1_std"] for r in sel], capsize=3,
+               color=[_color(r["strategy"]) for r in sel])
+        ax.set_xticks(list(xs), [f"{r['strategy']}\n" + "/".join(f"{v:.2f}" for v in r["shares"])
+                                 for r in sel], rotation=60, fontsize=6)
+        lo = min(100 * (r["val_top1_mean"] - r["val_top1_std"]) for r in sel)
+        hi = max(100 * (r["val_top1_mean"] + r["val_top1_std"]) for r in sel)
+        ax.set_ylim(lo - 0.5, hi + 0.5)
+        ax.set_ylabel("validation top-1 (%)")
+        ax.set_title(f"{group}: ~{target:g}x MACs, shares depth/width/resolution")
+        ax.grid(alpha=0.3, axis="y")
     save_figure(fig, path, bbox_inches="tight")
 
 

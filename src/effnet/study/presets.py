@@ -21,20 +21,37 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from ..proxy.recipe import ProxyRecipe
+
+if TYPE_CHECKING:
+    from ..proxy.candidates import Scaled
 
 STRATEGIES = ("depth", "width", "resolution", "compound")
 
 
 @dataclass(frozen=True)
 class BaseNet:
-    """A study base: ``BASELINES[name]`` scaled to (`width`, `depth`), with its stem stride."""
+    """A study base: ``BASELINES[name]`` scaled to (`width`, `depth`), with its stem stride.
+
+    `strides` replaces the stages' strides and `divisor` the channel rounding
+    (None: the baseline's), so a proxy can keep the cost law (see ``METHOD_BASES``).
+    """
 
     name: str
     width: float = 1.0
     depth: float = 1.0
     stem_stride: int = 1
+    strides: tuple[int, ...] | None = None
+    divisor: int | None = None
+
+    def scaled(self, image_size: int) -> Scaled:
+        """The base itself as a :class:`~effnet.proxy.candidates.Scaled` at `image_size` px."""
+        from ..proxy.candidates import Scaled
+
+        return Scaled(self.name, self.width, self.depth, image_size, self.stem_stride,
+                      self.strides, self.divisor)
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,17 @@ class Preset:
     drop_rate: float = 0.1
     drop_path_rate: float = 0.05
     first_seed: int = 0       # seeds first_seed .. first_seed + seeds - 1
+    # design "strategies": compound (the coefficients above) against each single dimension.
+    # design "method": the paper's grid search on each base (grid_step, grid_tolerance,
+    # grid_seeds, at the first budget), then compound with the found coefficients beside the
+    # single dimensions, the coefficients above, the first base's found ones and the interior
+    # splits of a 1/sweep grid of shares (sweep_seeds each; 0: none) (study/sweep.py).
+    design: str = "strategies"
+    grid_step: float = 0.1
+    grid_tolerance: float = 0.15
+    grid_seeds: int = 2
+    sweep: int = 0
+    sweep_seeds: int = 3
 
     @property
     def seed_list(self) -> tuple[int, ...]:
@@ -107,6 +135,27 @@ PRESETS: dict[str, Preset] = {
                             Budget("long", ProxyRecipe(epochs=16, evals=16))),
                    seeds=5, targets=(2.5, 4.0), table3_target=4.0),
 }
+
+# Bases that keep the cost law (study/sweep.py): stride 1 everywhere but the second-to-last
+# stride-2 stage of the baseline (the last of ResNet-50's four), so 14 px keeps a 14x14 map up
+# to it and 7x7 after it (one more pixel moves MACs by at most ~22%, and the MACs of
+# resolution-only models follow (r / r0)^2 within ~6%), channels rounded to whole numbers
+# rather than multiples of 8 (a width step is not swallowed by the rounding).
+METHOD_BASES = (BaseNet("b0", 0.2, 0.6, 1, (1, 1, 1, 1, 1, 2, 1), 1),
+                BaseNet("mobilenetv2", 0.25, 0.6, 1, (1, 1, 1, 1, 1, 2, 1), 1),
+                BaseNet("resnet50", 0.0625, 0.6, 1, (1, 1, 1, 2), 1))
+METHOD_SHORT = ProxyRecipe(epochs=1, evals=4, train_size=12_000)
+METHOD_LONG = ProxyRecipe(epochs=3, evals=8, train_size=12_000)
+
+PRESETS["method"] = Preset(
+    name="method", dataset="fashion-mnist", image_size=14, bases=METHOD_BASES,
+    budgets=(Budget("short", METHOD_SHORT), Budget("long", METHOD_LONG, ("b0",))), seeds=5,
+    targets=(2.0, 4.0), table3_target=None, design="method", grid_step=0.1,
+    grid_tolerance=0.15, grid_seeds=2, sweep=5, sweep_seeds=3)
+PRESETS["method-quick"] = Preset(
+    name="method-quick", dataset="fashion-mnist", image_size=14, bases=METHOD_BASES[:1],
+    budgets=(Budget("short", METHOD_SHORT),), seeds=3, targets=(2.0, 4.0), table3_target=None,
+    design="method", grid_step=0.1, grid_tolerance=0.15, grid_seeds=1, first_seed=100)
 
 # Paper Table 7 (ImageNet top-1, %, and B MACs): what the proxy study mirrors.
 PAPER_TABLE7 = {"baseline": (77.3, 0.4), "depth": (79.0, 1.8), "width": (78.9, 1.8),

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import statistics
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -45,13 +46,21 @@ MAC_MATCH = 0.05
 REFERENCE = "reference_standard.json"
 
 
-def model_rows(runs: list[Run], preset: Preset, state: dict, native: int) -> list[dict]:
-    """One row per budget and model: its plan, seed scores, their mean and spread, its curve."""
+def model_rows(runs: list[Run], preset: Preset, state: dict, native: int,
+               seeds_of: Callable[[Run], tuple[int, ...]] | None = None,
+               results: dict[str, dict] | None = None) -> list[dict]:
+    """One row per budget and model: its plan, seed scores, their mean and spread, its curve.
+
+    `seeds_of` gives a run's seeds (default: the preset's), `results` the finished
+    jobs (default: ``state["results"]``).
+    """
     bases = {b.name: b for b in preset.bases}
+    results = state["results"] if results is None else results
     rows = []
     for b in preset.budgets:
         for r in runs:
-            res = [state["results"].get(f"{b.name}/{r.key}/{s}") for s in preset.seed_list]
+            seeds = seeds_of(r) if seeds_of else preset.seed_list
+            res = [results.get(f"{b.name}/{r.key}/{s}") for s in seeds]
             res = [x for x in res if x is not None]
             if not res:
                 continue
@@ -68,7 +77,7 @@ def model_rows(runs: list[Run], preset: Preset, state: dict, native: int) -> lis
                        above_native=r.scaled.resolution > native,
                        seconds=sum(x["seconds"] for x in res),
                        images_per_s=statistics.fmean(x["images_per_s"] for x in res))
-            if r.strategy == "compound":
+            if r.strategy == "compound" and preset.design == "strategies":
                 row["compound_distance"] = compound_distance(r, bases[r.group], preset.image_size,
                                                              preset.coefficients)
             rows.append(row)
@@ -100,22 +109,24 @@ def verdicts(rows: list[dict]) -> list[dict]:
     return out
 
 
-def primary_comparisons(rows: list[dict]) -> list[dict]:
-    """Compound against each single dimension, per base and target, Holm-corrected per budget.
+def primary_comparisons(rows: list[dict], lead: str = "compound") -> list[dict]:
+    """`lead` (compound scaling) against each single dimension, per base and target,
+    Holm-corrected per budget.
 
     Only pairs with at least two seeds on each side enter a family.
     """
     out = []
     for budget in dict.fromkeys(r["budget"] for r in rows):
         at = {(r["base"], r["target"], r["strategy"]): r for r in rows if r["budget"] == budget}
-        pairs = [(at[k[:2] + ("compound",)], r) for k, r in at.items()
-                 if k[2] in SINGLE and k[:2] + ("compound",) in at
-                 and r["seeds"] >= 2 and at[k[:2] + ("compound",)]["seeds"] >= 2]
+        pairs = [(at[k[:2] + (lead,)], r) for k, r in at.items()
+                 if k[2] in SINGLE and k[:2] + (lead,) in at
+                 and r["seeds"] >= 2 and at[k[:2] + (lead,)]["seeds"] >= 2]
         results = holm_compare([(c["val_top1_seeds"], r["val_top1_seeds"]) for c, r in pairs])
         for (comp, single), c in zip(pairs, results, strict=True):
             gap = comp["macs"] / single["macs"] - 1
             out.append({"base": comp["base"], "budget": budget, "target": comp["target"],
-                        "single": single["strategy"], "compound_top1": comp["val_top1_mean"],
+                        "lead": lead, "single": single["strategy"],
+                        "compound_top1": comp["val_top1_mean"],
                         "single_top1": single["val_top1_mean"], **c.as_dict(),
                         "family_size": len(pairs), "mac_gap": gap,
                         "macs_matched": abs(gap) <= MAC_MATCH})

@@ -18,7 +18,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,8 @@ from ..proxy.recipe import ProxyRecipe
 from ..proxy.trainer import ProxyData, Trainer, load_trainer, train_proxy
 from ..proxy.workers import optuna_warnings_only, run_parallel
 from ..train.loop import save_weights
-from .plan import Run, cam_runs, plan
-from .presets import PRESETS, Preset
+from .plan import CostCache, Run, cam_runs, plan
+from .presets import PRESETS, Budget, Preset
 from .report import write_report
 
 _WORKER: dict[str, Any] = {}
@@ -94,15 +94,22 @@ def _workers(requested: int | None) -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def study_jobs(preset: Preset, runs: list[Run]) -> dict[str, dict]:
-    """Every (budget, model, seed) job of the study, longest first, as JSON-able params."""
+def study_jobs(preset: Preset, runs: list[Run],
+               seeds_of: Callable[[Run], tuple[int, ...]] | None = None,
+               budgets: tuple[Budget, ...] | None = None) -> dict[str, dict]:
+    """Every (budget, model, seed) job of the study, longest first, as JSON-able params.
+
+    `seeds_of` gives a run's seeds (default: the preset's), `budgets` the budgets
+    trained (default: all of the preset's).
+    """
     show = {r.key for r in cam_runs(runs, preset)}
     last = preset.budgets[-1].name
     jobs = []
-    for b in preset.budgets:
+    for b in budgets or preset.budgets:
         for r in (r for r in runs if b.covers(r.group)):
-            for s in preset.seed_list:
-                keep = b.name == last and s == preset.first_seed and r.key in show
+            seeds = seeds_of(r) if seeds_of else preset.seed_list
+            for s in seeds:
+                keep = b.name == last and s == seeds[0] and r.key in show
                 jobs.append((job_key(b.name, r.key, s), {
                     "run": r.as_dict(), "seed": s, "recipe": b.recipe.as_dict(),
                     "weights": f"models/{r.key}.safetensors" if keep else None},
@@ -237,26 +244,72 @@ def run_study(preset: str | Preset, output: str | Path, seeds: int | None = None
     if progress:
         print(f"study '{preset.name}': planning (measuring MACs), storage {url}, study {name}",
               flush=True)
+    train = _Trainer(url, preset, str(out), root, download, trainer, _workers(workers),
+                     progress, verbose)
+    if preset.design == "method":
+        return _run_method(preset, out, data, train, name, reference, t_start)
     runs = plan(preset, data.num_classes, data.in_chans)
-    jobs = study_jobs(preset, runs)
-    ident = preset.identity()
-    n_workers = _workers(workers)
-    args = (url, name, jobs, ident, str(out), root, download, trainer)
-    if progress:
-        print(f"{len(jobs)} training jobs ({len(runs)} models), {n_workers} worker(s)",
-              flush=True)
-    # On a terminal a bar (jobs done of all, polled from the storage); elsewhere (a log file,
-    # CI) the workers print a line per finished job.
-    bar = progress and sys.stdout.isatty()
-    with _job_bar(url, name, len(jobs)) if bar else contextlib.nullcontext():
-        run_parallel(study_worker, [(*args, 1, progress and not bar, n_workers, verbose)
-                                    for _ in range(n_workers)])
-    states = job_states(url, name)
-    waiting = [k for k, v in states.items() if v != "done"]
-    if waiting:
-        print(f"{len(waiting)} job(s) are not done ({waiting[0]}, ...): they run in other "
-              "workers, or failed; rerun this command to finish and write the report")
+    results = train(name, study_jobs(preset, runs), f"{len(runs)} models")
+    if results is None:
         return None
-    state = {"results": finished_jobs(url, name), "workers": n_workers,
+    state = {"results": results, "workers": train.workers,
              "wall_s": time.perf_counter() - t_start}
     return write_report(out, preset, runs, state, data, reference=reference)
+
+
+class _Trainer:
+    """Trains one set of jobs in worker processes; returns every result, or None while
+    jobs are still running elsewhere (or failed)."""
+
+    def __init__(self, url: str, preset: Preset, out: str, root: str | None, download: bool,
+                 trainer: str | None, workers: int, progress: bool, verbose: bool) -> None:
+        self.url, self.preset, self.out, self.root = url, preset, out, root
+        self.download, self.trainer, self.workers = download, trainer, workers
+        self.progress, self.verbose = progress, verbose
+
+    def __call__(self, name: str, jobs: dict[str, dict], what: str) -> dict[str, dict] | None:
+        if self.progress:
+            print(f"{len(jobs)} training jobs ({what}), {self.workers} worker(s)", flush=True)
+        args = (self.url, name, jobs, self.preset.identity(), self.out, self.root,
+                self.download, self.trainer)
+        # On a terminal a bar (jobs done of all, polled from the storage); elsewhere (a log
+        # file, CI) the workers print a line per finished job.
+        bar = self.progress and sys.stdout.isatty()
+        with _job_bar(self.url, name, len(jobs)) if bar else contextlib.nullcontext():
+            run_parallel(study_worker, [(*args, 1, self.progress and not bar, self.workers,
+                                         self.verbose) for _ in range(self.workers)])
+        waiting = [k for k, v in job_states(self.url, name).items() if v != "done"]
+        if waiting:
+            print(f"{len(waiting)} job(s) are not done ({waiting[0]}, ...): they run in other "
+                  "workers, or failed; rerun this command to finish and write the report")
+            return None
+        return finished_jobs(self.url, name)
+
+
+def _run_method(preset: Preset, out: Path, data: ProxyData, train: _Trainer, name: str,
+                reference: str | Path | None, t_start: float) -> Path | None:
+    """A `method` preset: the grid search on every base (its own study in the storage),
+    then every direction at every target with the found coefficients (study/sweep.py)."""
+    from .method_report import write_method_report
+    from .sweep import plan_grid, plan_method, run_seeds, searched_coefficients
+
+    cost = CostCache(data.num_classes, data.in_chans)
+    grid = plan_grid(preset, cost)
+    first = preset.budgets[:1]
+    grid_results = train(f"{name}-grid", study_jobs(
+        preset, grid, lambda r: run_seeds(preset, r), first), "grid search, step 1")
+    if grid_results is None:
+        return None
+    scores = {r.key: [grid_results[k]["val_top1"] for s in run_seeds(preset, r)
+                      if (k := job_key(first[0].name, r.key, s)) in grid_results]
+              for r in grid}
+    searched = searched_coefficients(grid, scores)
+    runs = plan_method(preset, cost, searched)
+    results = train(name, study_jobs(preset, runs, lambda r: run_seeds(preset, r)),
+                    f"{len(runs)} models along {len({r.strategy for r in runs})} directions")
+    if results is None:
+        return None
+    state = {"results": results, "grid_results": grid_results, "workers": train.workers,
+             "wall_s": time.perf_counter() - t_start}
+    return write_method_report(out, preset, grid, runs, searched, state, data,
+                               reference=reference)

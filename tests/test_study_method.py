@@ -1,0 +1,136 @@
+"""The study of the paper's method (issue 18): a proxy that keeps the cost law, the grid
+search on the study's own base, the sweep of directions, and the report's four answers."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from effnet import EfficientNet
+from effnet.proxy.trainer import ProxyRecipe
+from effnet.search.grid import enumerate_grid
+from effnet.study.plan import CostCache
+from effnet.study.presets import METHOD_BASES, PRESETS, Budget
+from effnet.study.run import run_study
+from effnet.study.sweep import Direction, grid_runs, simplex_points
+
+
+def _macs(base, resolution: int) -> int:
+    """MACs of the built base at `resolution`, from torch's flop counter."""
+    model = EfficientNet(base.scaled(resolution).spec(), num_classes=10, in_chans=1).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(torch.zeros(1, 1, resolution, resolution))
+    return fc.get_total_flops() // 2
+
+
+@pytest.mark.parametrize("base", METHOD_BASES, ids=lambda b: b.name)
+def test_the_method_bases_keep_the_cost_law_in_resolution(base):
+    sizes = range(14, 29)  # the base's 14 px up to the native 28 px (4x the pixels)
+    macs = {r: _macs(base, r) for r in sizes}
+    for r in sizes:
+        assert macs[r] / macs[14] == pytest.approx((r / 14) ** 2, rel=0.10), r
+    for r in sizes[:-1]:
+        assert macs[r + 1] / macs[r] <= 1.25, r
+    # The last stage still sees a map of at least 4x4 pixels at the base's resolution.
+    model = EfficientNet(base.scaled(14).spec(), num_classes=10, in_chans=1).eval()
+    with torch.no_grad():
+        assert model.forward_features(torch.zeros(1, 1, 14, 14)).shape[-1] >= 4
+
+
+def test_a_direction_of_coefficients_scales_as_eq_3():
+    a, b, g = 1.2, 1.1, 1.15  # paper Sec. 3.3
+    d = Direction.of_coefficients("paper", a, b, g)
+    total = math.log(a) + 2 * math.log(b) + 2 * math.log(g)
+    assert d.shares == pytest.approx((math.log(a) / total, 2 * math.log(b) / total,
+                                      2 * math.log(g) / total))
+    for phi in (1.0, 2.5):  # at FLOPs (alpha beta^2 gamma^2)^phi: (alpha^phi, beta^phi, gamma^phi)
+        assert d.multipliers(phi * total) == pytest.approx((a**phi, b**phi, g**phi))
+    assert Direction("corner", 0, 0, 1).multipliers(math.log(4)) == pytest.approx((1, 1, 2))
+    pts = simplex_points(5)
+    assert len(pts) == 6 and all(min(p.shares) > 0 for p in pts)
+    with pytest.raises(ValueError):
+        Direction("bad", 0.5, 0.6, 0.1)
+
+
+def test_the_grid_keeps_one_run_per_distinct_network_and_covers_the_grid():
+    base = METHOD_BASES[0].scaled(14)
+    cost = CostCache(10, 1)
+    runs = grid_runs("b0", base, cost, 0.1, 0.15)
+
+    def net(spec, px):
+        return (tuple((s.out_channels, s.repeats, s.stride) for s in spec.stages), px)
+
+    built = [net(r.scaled.spec(), r.scaled.resolution) for r in runs]
+    assert len(set(built)) == len(built)
+    points = enumerate_grid(0.1, 2.0, 0.15)
+    assert len(runs) < len(points)  # some points round to the same network
+    for p in points:
+        s = replace(base, width_mult=base.width_mult * p.beta,
+                    depth_mult=base.depth_mult * p.alpha, resolution=round(14 * p.gamma))
+        assert net(s.spec(), s.resolution) in built
+        assert abs(p.alpha * p.beta**2 * p.gamma**2 - 2) <= 0.15 + 1e-9
+
+
+# ---------------------------------------------------------------- the whole run, faked
+W0, D0 = METHOD_BASES[0].width, METHOD_BASES[0].depth
+SHARES = (0.5, 0.25, 0.25)  # the fake's ideal balance of ln d : ln w : ln r
+
+
+def _fake_score(w: float, d: float, px: int) -> float:
+    """Best where ln d, ln w, ln r grow in the ratio SHARES (a known optimum)."""
+    logs = (math.log(d / D0), math.log(w / W0), math.log(px / 14))
+    return 0.5 + 0.1 * min(v / s for v, s in zip(logs, SHARES, strict=True))
+
+
+def fake_trainer(model, resolution, data, recipe, seed, on_epoch=None):
+    w, d = model.spec.width_mult, model.spec.depth_mult
+    if os.environ.get("EFFNET_FAKE_LOG"):
+        with open(os.environ["EFFNET_FAKE_LOG"], "a") as f:
+            f.write(f"{w:.4f} {d:.4f} {resolution} {seed}\n")
+    top1 = _fake_score(w, d, resolution) + 0.001 * (seed % 7)
+    n = recipe.evals or recipe.epochs
+    return {"val_top1": top1, "curve": [top1] * n, "seconds": 0.0, "images_per_s": 1.0}
+
+
+def test_a_method_study_finds_the_known_optimum_and_answers_four_questions(tmp_path,
+                                                                           monkeypatch):
+    recipe = ProxyRecipe(epochs=1, train_size=256, val_size=128, batch_size=64, evals=2)
+    preset = replace(PRESETS["method-quick"], name="tiny-method", seeds=2, grid_seeds=1,
+                     grid_step=0.15, grid_tolerance=0.15,
+                     budgets=(Budget("short", recipe),), sweep=4, sweep_seeds=3)
+    log = tmp_path / "calls"
+    monkeypatch.setenv("EFFNET_FAKE_LOG", str(log))
+    kw = {"progress": False, "workers": 1, "trainer": "tests.test_study_method:fake_trainer",
+          "reference": tmp_path / "none.json"}
+    report = run_study(preset, tmp_path / "study", **kw)
+    res = json.loads((tmp_path / "study" / "results.json").read_text())
+    # Step 1 found the grid point the fake scores highest (the first one, in grid order).
+    best = max(enumerate_grid(0.15, 2.0, 0.15),
+               key=lambda p: _fake_score(W0 * p.beta, D0 * p.alpha, round(14 * p.gamma)))
+    assert res["searched"]["b0"] == pytest.approx(
+        {"alpha": best.alpha, "beta": best.beta, "gamma": best.gamma})
+    # Step 2: every direction at both targets; searched against each single dimension.
+    names = {m["strategy"] for m in res["models"]}
+    assert names >= {"baseline", "depth", "width", "resolution", "compound", "searched"}
+    assert len([n for n in names if n.startswith("split-")]) == 3
+    assert {(v["single"], v["target"]) for v in res["primary"]} == {
+        (s, t) for s in ("depth", "width", "resolution") for t in (2.0, 4.0)}
+    # The fake rewards balance: each corner moves one log and scores 0.5, so searched wins.
+    assert all(v["verdict"] == "win" for v in res["primary"])
+    for m in res["models"]:
+        assert m["law"]["macs"] == pytest.approx(m["mac_ratio"])
+        assert m["seeds"] == (3 if m["strategy"].startswith("split-") else 2)
+    text = report.read_text()
+    for q in ("**(a)", "**(b)", "**(c)", "**(d)"):
+        assert q in text
+    assert (tmp_path / "study" / "sweep_b0.png").read_bytes()[:4] == b"\x89PNG"
+    # A rerun trains nothing more.
+    calls = len(log.read_text().splitlines())
+    run_study(preset, tmp_path / "study", **kw)
+    assert len(log.read_text().splitlines()) == calls
