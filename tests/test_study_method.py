@@ -77,6 +77,30 @@ def test_the_grid_keeps_one_run_per_distinct_network_and_covers_the_grid():
         assert abs(p.alpha * p.beta**2 * p.gamma**2 - 2) <= 0.15 + 1e-9
 
 
+def test_the_proxy_trainer_scores_its_final_weights_on_the_test_split():
+    from effnet.data.datasets import native_arrays
+    from effnet.proxy.trainer import ProxyData, downsample, train_proxy
+
+    recipe = ProxyRecipe(epochs=1, train_size=512, val_size=128, batch_size=128, evals=1,
+                         test=True)
+    data = ProxyData("fashion-mnist", recipe=recipe)
+    torch.manual_seed(0)
+    model = PRESETS["quick"].bases[0].scaled(14).build(num_classes=10, in_chans=1)  # 0.7M MACs
+    out = train_proxy(model, 14, data, recipe, seed=0)
+    # The 10k test images, at 14 px, normalised with the *training* images' statistics.
+    x, y, _ = native_arrays("fashion-mnist", split="test")
+    assert len(y) == 10_000
+    xtr = downsample(data._load()[0], 14)
+    mean, std = xtr.mean((0, 2, 3), keepdim=True), xtr.std((0, 2, 3), keepdim=True)
+    xte = (downsample(x, 14) - mean) / std
+    model.eval()
+    with torch.no_grad():
+        hits = sum(int((model(xte[i:i + 2000]).argmax(1) == y[i:i + 2000]).sum())
+                   for i in range(0, 10_000, 2000))
+    assert out["test_top1"] == pytest.approx(hits / 10_000, abs=2e-4)  # a layout tie or two
+    assert "test_top1" not in train_proxy(model, 14, data, replace(recipe, test=False), 0)
+
+
 # ---------------------------------------------------------------- the whole run, faked
 W0, D0 = METHOD_BASES[0].width, METHOD_BASES[0].depth
 SHARES = (0.5, 0.25, 0.25)  # the fake's ideal balance of ln d : ln w : ln r
@@ -95,12 +119,16 @@ def fake_trainer(model, resolution, data, recipe, seed, on_epoch=None):
             f.write(f"{w:.4f} {d:.4f} {resolution} {seed}\n")
     top1 = _fake_score(w, d, resolution) + 0.001 * (seed % 7)
     n = recipe.evals or recipe.epochs
-    return {"val_top1": top1, "curve": [top1] * n, "seconds": 0.0, "images_per_s": 1.0}
+    out = {"val_top1": top1, "curve": [top1] * n, "seconds": 0.0, "images_per_s": 1.0}
+    if recipe.test:  # the test split scores 1 point lower than validation
+        out["test_top1"] = top1 - 0.01
+    return out
 
 
 def test_a_method_study_finds_the_known_optimum_and_answers_four_questions(tmp_path,
                                                                            monkeypatch):
-    recipe = ProxyRecipe(epochs=1, train_size=256, val_size=128, batch_size=64, evals=2)
+    recipe = ProxyRecipe(epochs=1, train_size=256, val_size=128, batch_size=64, evals=2,
+                         test=True)
     preset = replace(PRESETS["method-quick"], name="tiny-method", seeds=2, grid_seeds=1,
                      grid_step=0.15, grid_tolerance=0.15,
                      budgets=(Budget("short", recipe),), sweep=4, sweep_seeds=3)
@@ -123,6 +151,12 @@ def test_a_method_study_finds_the_known_optimum_and_answers_four_questions(tmp_p
         (s, t) for s in ("depth", "width", "resolution") for t in (2.0, 4.0)}
     # The fake rewards balance: each corner moves one log and scores 0.5, so searched wins.
     assert all(v["verdict"] == "win" for v in res["primary"])
+    # Chosen on validation, reported on test (1 point lower in the fake).
+    assert res["score"] == "test"
+    searched = [m for m in res["models"] if m["strategy"] == "searched"]
+    for v in res["primary"]:
+        m = next(m for m in searched if m["target"] == v["target"])
+        assert v["compound_top1"] == pytest.approx(m["val_top1_mean"] - 0.01)
     for m in res["models"]:
         assert m["law"]["macs"] == pytest.approx(m["mac_ratio"])
         assert m["seeds"] == (3 if m["strategy"].startswith("split-") else 2)

@@ -275,19 +275,22 @@ def build_data(name: str, root: str | Path | None = None, *, image_size: int, in
                       data_cfg)
 
 
-def native_arrays(name: str, root: str | Path | None = None, download: bool = True
-                  ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """The training split of an in-memory dataset at its native size: uint8 (N, C, H, W), labels.
+def native_arrays(name: str, root: str | Path | None = None, download: bool = True,
+                  split: str = "train") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """One split ("train" or "test") of an in-memory dataset at its native size: uint8
+    (N, C, H, W), labels.
 
     For the proxy trainer, which resizes the images itself (Fashion-MNIST and
     CIFAR; an image folder has no single native size).
     """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if name == "fashion-mnist":
-        x, y = load_fashion_mnist(root, download=download)["train"]
+        x, y = load_fashion_mnist(root, download=download)[split]
         return x, y, list(FASHION_MNIST_CLASSES)
     if name in ("cifar10", "cifar100"):
         splits, classes = _load_cifar(name, root, download)
-        return splits["train"][0], splits["train"][1], list(classes)
+        return splits[split][0], splits[split][1], list(classes)
     raise EffnetError(f"dataset {name!r} cannot be held in memory at a native size: use "
                       "fashion-mnist, cifar10 or cifar100")
 

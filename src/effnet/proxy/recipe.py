@@ -17,7 +17,9 @@ class ProxyRecipe:
     split is never used. `evals` spreads that many validation points evenly
     over the run (None: one after every epoch); the last is always at the end.
     `ema_fraction` is the time constant of the evaluated weight average as a
-    fraction of the run's steps (None: evaluate the raw weights).
+    fraction of the run's steps (None: evaluate the raw weights). With `test`
+    the final (evaluated) weights are also scored once on the dataset's test
+    split (for reporting; choices are made on validation).
     """
 
     epochs: int = 4
@@ -32,6 +34,7 @@ class ProxyRecipe:
     val_size: int | None = None
     val_fraction: float = 0.1
     ema_fraction: float | None = 0.05
+    test: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:

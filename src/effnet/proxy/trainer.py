@@ -87,6 +87,7 @@ class ProxyData:
         self._cache: OrderedDict[int, tuple] = OrderedDict()
         self._cache_size = max(1, cache)
         self._raw: tuple[torch.Tensor, ...] | None = None
+        self._test: tuple[torch.Tensor, torch.Tensor] | None = None
         self.classes: list[str] = []
 
     def _load(self) -> tuple[torch.Tensor, ...]:
@@ -118,6 +119,20 @@ class ProxyData:
     def native(self) -> int:
         """The images' own size in pixels (their shorter side)."""
         return int(min(self._load()[0].shape[-2:]))
+
+    def test_split(self, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(test_x, test_y) at `resolution`, normalised with the training images' statistics."""
+        from ..data.datasets import native_arrays
+
+        if self.dataset == "imagefolder":
+            raise EffnetError("an image folder has no test split: set the recipe's test=False")
+        if self._test is None:
+            x, y, _ = native_arrays(self.dataset, self.root, self.download, split="test")
+            self._test = (x, y)
+        xtr = downsample(self._load()[0], resolution)
+        dims = (0, 2, 3)
+        mean, std = xtr.mean(dims, keepdim=True), xtr.std(dims, keepdim=True).clamp_min(1e-3)
+        return (downsample(self._test[0], resolution) - mean) / std, self._test[1]
 
     def splits(self, resolution: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                torch.Tensor]:
@@ -262,8 +277,13 @@ def train_proxy(model: nn.Module, resolution: int, data: ProxyData, recipe: Prox
     if ema is not None:  # the model the caller keeps is the one that was evaluated
         model.load_state_dict(ema.module.state_dict())
     seconds = time.perf_counter() - t0
-    return {"val_top1": curve[-1], "curve": curve, "seconds": seconds,
-            "images_per_s": total * bs / seconds}
+    out = {"val_top1": curve[-1], "curve": curve, "seconds": seconds,
+           "images_per_s": total * bs / seconds}
+    if recipe.test:
+        xte, yte = data.test_split(resolution)
+        with autocast:
+            out["test_top1"] = accuracy(model, xte.to(device), yte.to(device))
+    return out
 
 
 def _ema(model: nn.Module, fraction: float | None, total_steps: int) -> AveragedModel | None:

@@ -21,7 +21,6 @@ from .plan import Run
 from .presets import Preset
 from .report import (
     _environment,
-    kendall_tau,
     load_reference,
     model_rows,
     primary_comparisons,
@@ -59,19 +58,21 @@ def grid_rows(grid: list[Run], preset: Preset, results: dict[str, dict]) -> list
     return out
 
 
-def _pair(rows: list[dict], a: str, b: str) -> dict | None:
-    """Model `a` against model `b` (strategies of the same base, budget and target)."""
+def _pair(rows: list[dict], a: str, b: str, score: str = "val") -> dict | None:
+    """Model `a` against model `b` (strategies of the same base, budget and target) on the
+    `score` top-1."""
     ra = next((r for r in rows if r["strategy"] == a), None)
     rb = next((r for r in rows if r["strategy"] == b), None)
     if ra is None or rb is None or ra["seeds"] < 2 or rb["seeds"] < 2:
         return None
-    c = compare(ra["val_top1_seeds"], rb["val_top1_seeds"])
-    return {"a": a, "b": b, "a_top1": ra["val_top1_mean"], "b_top1": rb["val_top1_mean"],
-            **c.as_dict()}
+    c = compare(ra[f"{score}_top1_seeds"], rb[f"{score}_top1_seeds"])
+    return {"a": a, "b": b, "a_top1": ra[f"{score}_top1_mean"],
+            "b_top1": rb[f"{score}_top1_mean"], "score": score, **c.as_dict()}
 
 
-def answers(models: list[dict], budget: str) -> dict[str, list[dict]]:
-    """(b), (c) and (d) of the report's first screen, per base, at one budget."""
+def answers(models: list[dict], budget: str, score: str = "val") -> dict[str, list[dict]]:
+    """(b), (c) and (d) of the report's first screen, per base, at one budget: the best
+    directions are picked on validation, the comparisons read on the `score` top-1."""
     best_split, carry, borrowed = [], [], []
     for base in dict.fromkeys(m["base"] for m in models):
         at = {}
@@ -88,11 +89,11 @@ def answers(models: list[dict], budget: str) -> dict[str, list[dict]]:
             if corners and inner:
                 bc = max(corners, key=lambda r: r["val_top1_mean"])
                 bi = max(inner, key=lambda r: r["val_top1_mean"])
-                entry["inner_vs_corner"] = _pair(rows, bi["strategy"], bc["strategy"])
+                entry["inner_vs_corner"] = _pair(rows, bi["strategy"], bc["strategy"], score)
             best_split.append(entry)
             for other in ("compound", *(r["strategy"] for r in rows
                                         if r["strategy"].startswith("searched-"))):
-                if (p := _pair(rows, other, PRIMARY)) is not None:
+                if (p := _pair(rows, other, PRIMARY, score)) is not None:
                     borrowed.append({"base": base, "target": target, **p})
         if len(at) > 1:
             lo, hi = min(at), max(at)
@@ -102,7 +103,7 @@ def answers(models: list[dict], budget: str) -> dict[str, list[dict]]:
             rank = next(i for i, r in enumerate(ranked, 1) if r["strategy"] == first)
             carry.append({"base": base, "low": lo, "high": hi, "best_low": first,
                           "best_high": last, "rank_at_high": rank, "of": len(ranked),
-                          "low_best_vs_high_best": _pair(at[hi], first, last)
+                          "low_best_vs_high_best": _pair(at[hi], first, last, score)
                           if first != last else None})
     return {"best_split": best_split, "carry_over": carry, "borrowed": borrowed}
 
@@ -110,7 +111,9 @@ def answers(models: list[dict], budget: str) -> dict[str, list[dict]]:
 def _first_screen(payload: dict, budget: str) -> list[str]:
     fam = [v for v in payload["primary"] if v["budget"] == budget]
     counts = {k: sum(v["verdict"] == k for v in fam) for k in ("win", "tie", "loss")}
-    md = ["## The answers", "",
+    split = ("the 10k test set (choices made on validation)" if payload["score"] == "test"
+             else "the validation split")
+    md = ["## The answers", "", f"Scores are top-1 on {split}.", "",
           f"**(a) Searched compound against each single dimension** ({budget} budget, named "
           f"before the run, {len(fam)} comparisons, Holm-corrected): won {counts['win']}, tied "
           f"{counts['tie']}, lost {counts['loss']}.", ""]
@@ -193,7 +196,10 @@ def write_method_report(out: Path, preset: Preset, grid: list[Run], runs: list[R
         m["law"] = law(by_key[m["key"]], bases[m["base"]])
         m["shares"] = shares.get((m["base"], m["strategy"]), (0.0, 0.0, 0.0))
     last = preset.budgets[-1].name
-    primary = primary_comparisons(models, lead=PRIMARY)
+    # Choices (the grid's winner, the best directions) on validation; reported on test when
+    # every model was scored on it.
+    score = "test" if models and all("test_top1_seeds" in m for m in models) else "val"
+    primary = primary_comparisons(models, lead=PRIMARY, score=score)
     ref = load_reference(reference) if reference is not None else None
     b0 = preset.bases[0].name
     payload = {
@@ -203,7 +209,8 @@ def write_method_report(out: Path, preset: Preset, grid: list[Run], runs: list[R
         "searched": {k: {"alpha": p.alpha, "beta": p.beta, "gamma": p.gamma}
                      for k, p in searched.items()},
         "grid": grid_rows(grid, preset, state.get("grid_results", {})),
-        "models": models, "primary": primary, "answers": answers(models, last),
+        "models": models, "score": score, "primary": primary,
+        "answers": answers(models, last, score),
         "kendall_tau_short_long": (kendall_tau(
             {k: statistics.fmean(v) for k, v in seed_scores(models, b0,
                                                             preset.budgets[0].name).items()},

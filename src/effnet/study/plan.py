@@ -1,12 +1,13 @@
-"""Planning the study: every model, scaled to its MAC budget by *measured* MACs.
+"""Planning the study: every model, scaled to its MAC budget by *counted* MACs.
 
-MAC budgets are met by searching each multiplier until the measured MACs of
-the built model come closest to the target; rounding (channels to multiples
-of 8, repeats by ceil, feature-map sizes at small inputs) makes them land
-near, not on, the target, and the report shows by how much. For compound
-scaling the report also shows how far the matched (d, w, r) lie from
-(alpha^phi, beta^phi, gamma^phi) at the phi the budget asks for (paper Eq. 3:
-FLOPs grow by (alpha * beta^2 * gamma^2)^phi).
+MAC budgets are met by searching each multiplier until the MACs of the
+built model (counted exactly, :class:`CostCache`) come closest to the
+target; rounding (channels to multiples of 8, repeats by ceil, feature-map
+sizes at small inputs) makes them land near, not on, the target, and the
+report shows by how much. For compound scaling the report also shows how
+far the matched (d, w, r) lie from (alpha^phi, beta^phi, gamma^phi) at the
+phi the budget asks for (paper Eq. 3: FLOPs grow by
+(alpha * beta^2 * gamma^2)^phi).
 """
 
 from __future__ import annotations

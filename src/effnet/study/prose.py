@@ -169,9 +169,10 @@ def report_markdown(payload: dict, preset: Preset, ref: dict | None) -> str:
                           if b.recipe.ema_fraction else "raw weights evaluated")
                        for b in preset.budgets)
            + ".",
-           "- **Equal cost is measured**: MACs counted on the built network "
-           "(torch.utils.flop_counter); compound scaling is matched to each target first, then "
-           "each single dimension to the compound model's measured MACs.",
+           "- **Equal cost is measured**: MACs counted exactly for each built network "
+           "(effnet.cost, equal to torch.utils.flop_counter on the module); compound scaling "
+           "is matched to each target first, then each single dimension to the compound "
+           "model's measured MACs.",
            f"- **Verdicts**: {preset.seeds} seeds per model (seeds {preset.seed_list[0]}-"
            f"{preset.seed_list[-1]}); the primary comparisons, named before the run, are compound "
            "against each single dimension at each target, with Welch intervals Holm-corrected "

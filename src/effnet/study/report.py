@@ -65,6 +65,7 @@ def model_rows(runs: list[Run], preset: Preset, state: dict, native: int,
             if not res:
                 continue
             tops = [x["val_top1"] for x in res]
+            tests = [x["test_top1"] for x in res if "test_top1" in x]
             curve = mean_curve([x["curve"] for x in res])
             gain = last_quarter_gain(curve)
             row = r.as_dict()
@@ -77,6 +78,9 @@ def model_rows(runs: list[Run], preset: Preset, state: dict, native: int,
                        above_native=r.scaled.resolution > native,
                        seconds=sum(x["seconds"] for x in res),
                        images_per_s=statistics.fmean(x["images_per_s"] for x in res))
+            if tests and len(tests) == len(tops):  # scored on the test split as well
+                row.update(test_top1_seeds=tests, test_top1_mean=statistics.fmean(tests),
+                           test_top1_std=statistics.stdev(tests) if len(tests) > 1 else 0.0)
             if r.strategy == "compound" and preset.design == "strategies":
                 row["compound_distance"] = compound_distance(r, bases[r.group], preset.image_size,
                                                              preset.coefficients)
@@ -109,25 +113,27 @@ def verdicts(rows: list[dict]) -> list[dict]:
     return out
 
 
-def primary_comparisons(rows: list[dict], lead: str = "compound") -> list[dict]:
+def primary_comparisons(rows: list[dict], lead: str = "compound", score: str = "val"
+                        ) -> list[dict]:
     """`lead` (compound scaling) against each single dimension, per base and target,
-    Holm-corrected per budget.
+    Holm-corrected per budget, on the `score` ("val" or "test") top-1.
 
     Only pairs with at least two seeds on each side enter a family.
     """
+    seeds, mean = f"{score}_top1_seeds", f"{score}_top1_mean"
     out = []
     for budget in dict.fromkeys(r["budget"] for r in rows):
         at = {(r["base"], r["target"], r["strategy"]): r for r in rows if r["budget"] == budget}
         pairs = [(at[k[:2] + (lead,)], r) for k, r in at.items()
                  if k[2] in SINGLE and k[:2] + (lead,) in at
                  and r["seeds"] >= 2 and at[k[:2] + (lead,)]["seeds"] >= 2]
-        results = holm_compare([(c["val_top1_seeds"], r["val_top1_seeds"]) for c, r in pairs])
+        results = holm_compare([(c[seeds], r[seeds]) for c, r in pairs])
         for (comp, single), c in zip(pairs, results, strict=True):
             gap = comp["macs"] / single["macs"] - 1
             out.append({"base": comp["base"], "budget": budget, "target": comp["target"],
-                        "lead": lead, "single": single["strategy"],
-                        "compound_top1": comp["val_top1_mean"],
-                        "single_top1": single["val_top1_mean"], **c.as_dict(),
+                        "lead": lead, "single": single["strategy"], "score": score,
+                        "compound_top1": comp[mean], "single_top1": single[mean],
+                        **c.as_dict(),
                         "family_size": len(pairs), "mac_gap": gap,
                         "macs_matched": abs(gap) <= MAC_MATCH})
     return out

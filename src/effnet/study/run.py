@@ -66,9 +66,12 @@ def train_job(run: dict, seed: int, recipe: dict, preset: dict, root: str | None
     out = trainer(model, scaled.resolution, data, rec, seed)
     if weights_path:
         save_weights(model, weights_path)
-    return {"val_top1": float(out["val_top1"]), "seconds": float(out["seconds"]),
-            "images_per_s": float(out["images_per_s"]),
-            "curve": [float(v) for v in out["curve"]]}
+    res = {"val_top1": float(out["val_top1"]), "seconds": float(out["seconds"]),
+           "images_per_s": float(out["images_per_s"]),
+           "curve": [float(v) for v in out["curve"]]}
+    if "test_top1" in out:
+        res["test_top1"] = float(out["test_top1"])
+    return res
 
 
 def resolve_preset(preset: str | Preset, seeds: int | None = None) -> Preset:
