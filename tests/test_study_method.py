@@ -116,8 +116,11 @@ def fake_trainer(model, resolution, data, recipe, seed, on_epoch=None):
     w, d = model.spec.width_mult, model.spec.depth_mult
     if os.environ.get("EFFNET_FAKE_LOG"):
         with open(os.environ["EFFNET_FAKE_LOG"], "a") as f:
-            f.write(f"{w:.4f} {d:.4f} {resolution} {seed}\n")
-    top1 = _fake_score(w, d, resolution) + 0.001 * (seed % 7)
+            f.write(f"{w:.4f} {d:.4f} {resolution} {seed} {recipe.lr:g}\n")
+    # The learning rate matters: best at 2x the recipe's for resolution models, 1x otherwise.
+    best_lr = 8e-3 * (2.0 if resolution > 14 and d == D0 and w == W0 else 1.0)
+    top1 = (_fake_score(w, d, resolution) + 0.001 * (seed % 7)
+            - 0.01 * abs(math.log2(recipe.lr / best_lr)))
     n = recipe.evals or recipe.epochs
     out = {"val_top1": top1, "curve": [top1] * n, "seconds": 0.0, "images_per_s": 1.0}
     if recipe.test:  # the test split scores 1 point lower than validation
@@ -131,7 +134,8 @@ def test_a_method_study_finds_the_known_optimum_and_answers_four_questions(tmp_p
                          test=True)
     preset = replace(PRESETS["method-quick"], name="tiny-method", seeds=2, grid_seeds=1,
                      grid_step=0.15, grid_tolerance=0.15,
-                     budgets=(Budget("short", recipe),), sweep=4, sweep_seeds=3)
+                     budgets=(Budget("short", recipe),), sweep=3, sweep_seeds=3,
+                     lr_sweep=(0.5, 1.0, 2.0))
     log = tmp_path / "calls"
     monkeypatch.setenv("EFFNET_FAKE_LOG", str(log))
     kw = {"progress": False, "workers": 1, "trainer": "tests.test_study_method:fake_trainer",
@@ -146,7 +150,7 @@ def test_a_method_study_finds_the_known_optimum_and_answers_four_questions(tmp_p
     # Step 2: every direction at both targets; searched against each single dimension.
     names = {m["strategy"] for m in res["models"]}
     assert names >= {"baseline", "depth", "width", "resolution", "compound", "searched"}
-    assert len([n for n in names if n.startswith("split-")]) == 3
+    assert [n for n in names if n.startswith("split-")] == ["split-111of3"]
     assert {(v["single"], v["target"]) for v in res["primary"]} == {
         (s, t) for s in ("depth", "width", "resolution") for t in (2.0, 4.0)}
     # The fake rewards balance: each corner moves one log and scores 0.5, so searched wins.
@@ -160,7 +164,19 @@ def test_a_method_study_finds_the_known_optimum_and_answers_four_questions(tmp_p
     for m in res["models"]:
         assert m["law"]["macs"] == pytest.approx(m["mac_ratio"])
         assert m["seeds"] == (3 if m["strategy"].startswith("split-") else 2)
+    # The learning-rate sweep found 2x for the resolution models, 1x for the others, and
+    # the compared seeds trained at it.
+    for m in res["models"]:
+        swept = not m["strategy"].startswith("split-")
+        assert m["lr_mult"] == (2.0 if swept and m["strategy"] == "resolution" else 1.0)
+    calls = [line.split() for line in log.read_text().splitlines()]
+    res_px = {str(m["scaled"]["resolution"]) for m in res["models"]
+              if m["strategy"] == "resolution"}
+    main = {(c[2], c[3]) for c in calls if int(c[3]) < 999 and c[2] in res_px
+            and float(c[1]) == D0 and float(c[0]) == W0 and c[4] == "0.016"}
+    assert main == {(px, s) for px in res_px for s in ("100", "101")}
     text = report.read_text()
+    assert "## A fair recipe" in text
     for q in ("**(a)", "**(b)", "**(c)", "**(d)"):
         assert q in text
     assert (tmp_path / "study" / "sweep_b0.png").read_bytes()[:4] == b"\x89PNG"

@@ -193,6 +193,7 @@ def write_method_report(out: Path, preset: Preset, grid: list[Run], runs: list[R
               for d in directions(preset, b.name, searched)}
     by_key = {r.key: r for r in runs}
     for m in models:
+        m["lr_mult"] = state.get("lr", {}).get(m["key"], 1.0)
         m["law"] = law(by_key[m["key"]], bases[m["base"]])
         m["shares"] = shares.get((m["base"], m["strategy"]), (0.0, 0.0, 0.0))
     last = preset.budgets[-1].name
@@ -260,6 +261,18 @@ def method_markdown(payload: dict, preset: Preset) -> str:
             md += [f"## The sweep — {base.name}, {last} budget", "",
                    f"![sweep]({payload['plots'][f'sweep_{base.name}']})", "",
                    f"![curves]({payload['plots'][f'curves_{base.name}']})", ""]
+    if preset.lr_sweep:
+        moved = sorted({(m["key"], m["lr_mult"]) for m in payload["models"]
+                        if m["lr_mult"] != 1.0})
+        swept = len({m["key"] for m in payload["models"]
+                     if not m["strategy"].startswith("split-")})
+        md += ["## A fair recipe", "",
+               f"The base, corners and compound models each trained once at "
+               f"{', '.join(f'{x:g}x' for x in preset.lr_sweep)} the recipe's learning rate "
+               f"(a seed of their own) and kept the best by validation: {swept - len(moved)} "
+               f"of {swept} kept the recipe's"
+               + (": " + ", ".join(f"{k} {v:g}x" for k, v in moved) + " moved." if moved
+                  else "."), ""]
     md += _law_lines(payload)
     bud = "; ".join(f"`{b.name}` {b.recipe.epochs} epoch(s) over {b.recipe.train_size or 'all'} "
                     f"training images" for b in preset.budgets)

@@ -102,6 +102,10 @@ class Preset:
     grid_seeds: int = 2
     sweep: int = 0
     sweep_seeds: int = 3
+    # A fair recipe for every size: with multipliers here, the base, corners and compound
+    # models of a method preset first train once at each multiple of the recipe's lr (a seed
+    # of their own, the first budget) and keep the best by validation (study/sweep.py).
+    lr_sweep: tuple[float, ...] = ()
 
     @property
     def seed_list(self) -> tuple[int, ...]:
@@ -156,7 +160,7 @@ PRESETS["method"] = Preset(
     name="method", dataset="fashion-mnist", image_size=14, bases=METHOD_BASES,
     budgets=(Budget("short", METHOD_SHORT), Budget("long", METHOD_LONG, ("b0",))), seeds=5,
     targets=(2.0, 4.0), table3_target=None, design="method", grid_step=0.1,
-    grid_tolerance=0.15, grid_seeds=2, sweep=5, sweep_seeds=3)
+    grid_tolerance=0.15, grid_seeds=2, sweep=5, sweep_seeds=3, lr_sweep=(0.5, 1.0, 2.0))
 PRESETS["method-quick"] = Preset(
     name="method-quick", dataset="fashion-mnist", image_size=14, bases=METHOD_BASES[:1],
     budgets=(Budget("short", METHOD_SHORT),), seeds=3, targets=(2.0, 4.0), table3_target=None,

@@ -99,11 +99,13 @@ def _workers(requested: int | None) -> int:
 
 def study_jobs(preset: Preset, runs: list[Run],
                seeds_of: Callable[[Run], tuple[int, ...]] | None = None,
-               budgets: tuple[Budget, ...] | None = None) -> dict[str, dict]:
+               budgets: tuple[Budget, ...] | None = None,
+               lr_of: dict[str, float] | None = None) -> dict[str, dict]:
     """Every (budget, model, seed) job of the study, longest first, as JSON-able params.
 
     `seeds_of` gives a run's seeds (default: the preset's), `budgets` the budgets
-    trained (default: all of the preset's).
+    trained (default: all of the preset's), `lr_of` a multiplier of the recipe's
+    learning rate per run key (default 1).
     """
     show = {r.key for r in cam_runs(runs, preset)}
     last = preset.budgets[-1].name
@@ -113,8 +115,10 @@ def study_jobs(preset: Preset, runs: list[Run],
             seeds = seeds_of(r) if seeds_of else preset.seed_list
             for s in seeds:
                 keep = b.name == last and s == seeds[0] and r.key in show
+                recipe = b.recipe.as_dict()
+                recipe["lr"] *= (lr_of or {}).get(r.key, 1.0)
                 jobs.append((job_key(b.name, r.key, s), {
-                    "run": r.as_dict(), "seed": s, "recipe": b.recipe.as_dict(),
+                    "run": r.as_dict(), "seed": s, "recipe": recipe,
                     "weights": f"models/{r.key}.safetensors" if keep else None},
                     r.cost.macs * b.recipe.epochs * (b.recipe.train_size or 60_000)
                     * max(1.0, r.scaled.depth_mult)))
@@ -294,7 +298,7 @@ def _run_method(preset: Preset, out: Path, data: ProxyData, train: _Trainer, nam
     """A `method` preset: the grid search on every base (its own study in the storage),
     then every direction at every target with the found coefficients (study/sweep.py)."""
     from .method_report import write_method_report
-    from .sweep import plan_grid, plan_method, run_seeds, searched_coefficients
+    from .sweep import lr_jobs, pick_lr, plan_grid, plan_method, run_seeds, searched_coefficients
 
     cost = CostCache(data.num_classes, data.in_chans)
     grid = plan_grid(preset, cost)
@@ -308,11 +312,19 @@ def _run_method(preset: Preset, out: Path, data: ProxyData, train: _Trainer, nam
               for r in grid}
     searched = searched_coefficients(grid, scores)
     runs = plan_method(preset, cost, searched)
-    results = train(name, study_jobs(preset, runs, lambda r: run_seeds(preset, r)),
+    lr_of: dict[str, float] = {}
+    lr_results: dict[str, dict] = {}
+    if preset.lr_sweep:
+        lr_results = train(f"{name}-lr", lr_jobs(preset, runs), "learning-rate sweep") or {}
+        if not lr_results:
+            return None
+        lr_of = pick_lr(preset, runs, lr_results)
+    results = train(name, study_jobs(preset, runs, lambda r: run_seeds(preset, r),
+                                     lr_of=lr_of),
                     f"{len(runs)} models along {len({r.strategy for r in runs})} directions")
     if results is None:
         return None
-    state = {"results": results, "grid_results": grid_results, "workers": train.workers,
-             "wall_s": time.perf_counter() - t_start}
+    state = {"results": results, "grid_results": grid_results, "lr_results": lr_results,
+             "lr": lr_of, "workers": train.workers, "wall_s": time.perf_counter() - t_start}
     return write_method_report(out, preset, grid, runs, searched, state, data,
                                reference=reference)

@@ -226,3 +226,45 @@ def run_seeds(preset: Preset, run: Run) -> tuple[int, ...]:
     n = (preset.grid_seeds if run.strategy.startswith("grid-") else
          preset.sweep_seeds if run.strategy.startswith("split-") else preset.seeds)
     return tuple(range(preset.first_seed, preset.first_seed + n))
+
+
+LR_SEED = 999
+"""Offset of the seed the learning-rate sweep trains with (first_seed + LR_SEED): not one of
+the seeds the models are compared on, so the choice does not select their luck."""
+
+
+def lr_swept(run: Run) -> bool:
+    """Whether a run gets its own learning rate: the base, corners and compound models (the
+    primary comparisons and the borrowed coefficients); grid and interior sweep points keep the
+    recipe's."""
+    return not run.strategy.startswith(("grid-", "split-"))
+
+
+def lr_jobs(preset: Preset, runs: list[Run]) -> dict[str, dict]:
+    """The learning-rate sweep: every swept run at each multiplier of `preset.lr_sweep`, one
+    seed of its own, the first budget."""
+    b = preset.budgets[0]
+    seed = preset.first_seed + LR_SEED
+    jobs = {}
+    for r in runs:
+        if not lr_swept(r):
+            continue
+        for m in preset.lr_sweep:
+            recipe = b.recipe.as_dict()
+            recipe["lr"] *= m
+            jobs[f"lr{m:g}/{r.key}/{seed}"] = {"run": r.as_dict(), "seed": seed,
+                                               "recipe": recipe, "weights": None}
+    return jobs
+
+
+def pick_lr(preset: Preset, runs: list[Run], results: dict[str, dict]) -> dict[str, float]:
+    """Per swept run, the multiplier with the best validation top-1 (ties: the one closest
+    to 1, then the smaller)."""
+    seed = preset.first_seed + LR_SEED
+    out = {}
+    for r in runs:
+        scored = [(results[k]["val_top1"], -abs(math.log(m)), -m, m)
+                  for m in preset.lr_sweep if (k := f"lr{m:g}/{r.key}/{seed}") in results]
+        if lr_swept(r) and scored:
+            out[r.key] = max(scored)[3]
+    return out
