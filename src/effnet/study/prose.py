@@ -99,8 +99,16 @@ def _compound_lines(models: list[dict]) -> list[str]:
 def _reference_lines(payload: dict, ref: dict | None) -> list[str]:
     if payload["preset"]["name"] == "standard" or ref is None:
         return []
-    out = ["### The reference (`standard` preset, committed)", "",
-           headline(ref["verdicts"]), ""]
+    out = ["### The reference (`standard` preset, committed)", ""]
+    fam = payload.get("reference_primary") or []
+    for budget in reversed(list(dict.fromkeys(v["budget"] for v in fam))):
+        vs = [v for v in fam if v["budget"] == budget]
+        counts = {k: sum(v["verdict"] == k for v in vs) for k in ("win", "tie", "loss")}
+        out += [f"Its primary comparisons at the `{budget}` budget (compound against each "
+                f"single dimension, Holm-corrected over {len(vs)}): compound won "
+                f"{counts['win']}, tied {counts['tie']} and lost {counts['loss']}.", ""]
+    out += ["After the fact, against the best single dimension (uncorrected): "
+            + headline(ref["verdicts"]), ""]
     out += [f"- {verdict_line(v)}" for v in ref["verdicts"]]
     tau = payload["kendall_tau"]
     out += ["", f"This run ranks the B0 models with Kendall's tau = "

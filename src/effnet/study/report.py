@@ -219,6 +219,7 @@ def results_payload(preset: Preset, runs: list[Run], state: dict, native: int,
                                              seed_scores(reference["models"], b0))
                                if ref else None),
             "replication": replication(models, reference, b0, budgets[-1], preset.seed_list),
+            "reference_primary": primary_comparisons(reference["models"]) if reference else [],
             "kendall_tau_reference": reference["preset"]["name"] if reference else None,
             "kendall_tau_short_long": short_long,
             "still_learning": sum(m["still_learning"] for m in models),
