@@ -11,11 +11,16 @@ def _pct(v: float | None, digits: int = 2) -> str:
     return "-" if v is None else f"{100 * v:.{digits}f}"
 
 
+def _gap(v: dict) -> str:
+    """The MAC gap of a comparison in words, when the two models are not matched."""
+    more = "more" if v["mac_gap"] > 0 else "fewer"
+    return "" if v["macs_matched"] else \
+        f" (compound has {abs(100 * v['mac_gap']):.1f}% {more} MACs)"
+
+
 def verdict_line(v: dict) -> str:
     """One verdict in words: compound against the best single dimension, with its interval."""
-    more = "more" if v["mac_gap"] > 0 else "fewer"
-    gap = "" if v["macs_matched"] else \
-        f" (compound has {abs(100 * v['mac_gap']):.1f}% {more} MACs)"
+    gap = _gap(v)
     return (f"{v['base']}, {v['budget']} budget, ~{v['target']:g}x MACs: compound "
             f"**{WORDS[v['verdict']]}** against {v['best_single']} — "
             f"{_pct(v['compound_top1'])}% vs {_pct(v['best_single_top1'])}%, difference "
@@ -36,9 +41,7 @@ def headline(verdicts: list[dict]) -> str:
 
 def primary_line(v: dict) -> str:
     """One primary comparison in words: compound against one single dimension, Holm-corrected."""
-    more = "more" if v["mac_gap"] > 0 else "fewer"
-    gap = "" if v["macs_matched"] else \
-        f" (compound has {abs(100 * v['mac_gap']):.1f}% {more} MACs)"
+    gap = _gap(v)
     return (f"{v['base']}, ~{v['target']:g}x MACs: compound **{WORDS[v['verdict']]}** against "
             f"{v['single']} — {_pct(v['compound_top1'])}% vs {_pct(v['single_top1'])}%, "
             f"difference {100 * v['diff']:+.2f} points, {100 * v['level']:.1f}% CI "
