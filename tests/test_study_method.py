@@ -132,7 +132,7 @@ def test_a_method_study_finds_the_known_optimum_and_answers_four_questions(tmp_p
                                                                            monkeypatch):
     recipe = ProxyRecipe(epochs=1, train_size=256, val_size=128, batch_size=64, evals=2,
                          test=True)
-    preset = replace(PRESETS["method-quick"], name="tiny-method", seeds=2, grid_seeds=1,
+    preset = replace(PRESETS["method-b0"], name="tiny-method", seeds=2, grid_seeds=1,
                      grid_step=0.15, grid_tolerance=0.15,
                      budgets=(Budget("short", recipe),), sweep=3, sweep_seeds=3,
                      lr_sweep=(0.5, 1.0, 2.0))

@@ -31,12 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "Tables 3, 7)",
                        description="Scale small bases by depth, width, resolution and compound "
                        "scaling to equal measured MACs, train each to the end of one recipe "
-                       "for several seeds, and report compound against the best single "
-                       "dimension with 95%% intervals. Resumable.")
+                       "for several seeds, and report compound against each single dimension "
+                       "(Holm-corrected intervals). The method presets run the paper's grid "
+                       "search on each base first, then a sweep of directions. Resumable.")
     p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
                    help="quick: B0 base, one short budget (12-35 min on 2 cores, what "
                    "`make run` runs); standard: three bases, two budgets (the committed "
-                   "reference, about 90 min); full: larger bases and budgets, for a GPU")
+                   "reference, about 90 min); full: larger bases and budgets, for a GPU; "
+                   "method: the grid search on three bases that keep the cost law, then about "
+                   "a dozen directions at 2x and 4x (days on 2 cores; resumable); method-b0: "
+                   "the same on the B0 base alone, fewer seeds")
     p.add_argument("--output", default="study", help="folder for report.md, plots, results.json")
     p.add_argument("--seeds", type=int, default=None, help="override the preset's seeds (>= 2)")
     p.add_argument("--data", default=None, help="dataset folder (default: the system copy)")

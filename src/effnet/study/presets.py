@@ -161,8 +161,9 @@ PRESETS["method"] = Preset(
     budgets=(Budget("short", METHOD_SHORT), Budget("long", METHOD_LONG, ("b0",))), seeds=5,
     targets=(2.0, 4.0), table3_target=None, design="method", grid_step=0.1,
     grid_tolerance=0.15, grid_seeds=2, sweep=5, sweep_seeds=3, lr_sweep=(0.5, 1.0, 2.0))
-PRESETS["method-quick"] = Preset(
-    name="method-quick", dataset="fashion-mnist", image_size=14, bases=METHOD_BASES[:1],
+# The B0 half of `method` on seeds of its own (a replication of it), fewer seeds, no lr sweep.
+PRESETS["method-b0"] = Preset(
+    name="method-b0", dataset="fashion-mnist", image_size=14, bases=METHOD_BASES[:1],
     budgets=(Budget("short", METHOD_SHORT),), seeds=3, targets=(2.0, 4.0), table3_target=None,
     design="method", grid_step=0.1, grid_tolerance=0.15, grid_seeds=1, first_seed=100)
 
