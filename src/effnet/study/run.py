@@ -249,7 +249,7 @@ def run_study(preset: str | Preset, output: str | Path, seeds: int | None = None
     url = storage_url(storage or str(out / "study.db"))
     name = study_name or f"effnet-study-{preset.name}"
     if progress:
-        print(f"study '{preset.name}': planning (measuring MACs), storage {url}, study {name}",
+        print(f"study '{preset.name}': planning (counting MACs), storage {url}, study {name}",
               flush=True)
     train = _Trainer(url, preset, str(out), root, download, trainer, _workers(workers),
                      progress, verbose)
