@@ -223,9 +223,10 @@ def test_search_runs_resumes_extends_and_reports(tmp_path):
     db = f"sqlite:///{tmp_path / 'n.db'}"
     res = run_nas(cfg, 5, db, trainer=fake_trainer, data=StubData(), progress=False)
     assert res.ran_now == 5 and len(res.rows) == 5
-    first = res.rows[0]
-    assert first["trial"] == 0 and first["baseline"]
-    assert load_spec_dict(first["spec"]).stages == TINY.stages  # trial 0 is the base
+    first = res.rows[cfg.eta]  # eta random trials first, so that B0 has competitors
+    assert first["trial"] == cfg.eta and first["baseline"]
+    assert not any(r["baseline"] for r in res.rows[:cfg.eta])
+    assert load_spec_dict(first["spec"]).stages == TINY.stages
     assert res.target_macs == res.base_cost.macs == first["macs"]
     proxy = cfg.proxy
     for r in res.rows:
