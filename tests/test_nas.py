@@ -286,10 +286,12 @@ def test_multi_objective_search_keeps_accuracy_and_macs(tmp_path):
 @pytest.mark.slow
 def test_autoscale_runs_search_grid_and_family_into_one_report(tmp_path):
     from effnet.nas.autoscale import run_autoscale
-    from effnet.nas.presets import AutoscalePreset
+    from effnet.nas.presets import AutoscalePreset, NasPreset
 
-    preset = AutoscalePreset("test", nas_trials=3, grid_step=0.25, grid_tolerance=0.2,
-                             grid_max=None, grid_seeds=1, family_seeds=1)
+    preset = AutoscalePreset("test", NasPreset("test", budget=3, top_k=2, pick_seeds=2,
+                                               max_trials=10),
+                             grid_step=0.25, grid_tolerance=0.2, grid_max=None, grid_seeds=1,
+                             family_seeds=1)
     report = run_autoscale(preset, tmp_path, [1.0, 2.0], progress=False,
                            trainer_ref="tests.test_nas:fake_trainer")
     summary = json.loads((tmp_path / "autoscale.json").read_text())
@@ -312,6 +314,10 @@ def test_autoscale_runs_search_grid_and_family_into_one_report(tmp_path):
         assert r["macs"] == macs_by_flop_counter(model, r["resolution"])
     text = report.read_text()
     assert "1.2 | 1.1 | 1.15" in text and (tmp_path / "family.png").exists()
+    # what each step cost: the pick retrained the top 2 with 2 seeds; one seed per family job
+    assert summary["trainings"]["pick"] == 4
+    assert summary["trainings"]["family"] == len(summary["family"])
+    assert 3 <= summary["trainings"]["search"] < 4 and "Trainings: search" in text
 
 
 # ---------------------------------------------------------------- CLI errors
@@ -351,7 +357,8 @@ def nas_cmd(tmp_path: Path, storage: str, trials: int, *extra: str) -> list[str]
         save_spec(TINY, base)
     return [sys.executable, "-m", "effnet", "nas", "--base", str(base), "--trials", str(trials),
             "--storage", storage, "--no-progress", "--no-prune", "--heartbeat-interval", "1",
-            "--grace-period", "3", "--trainer", "tests.test_nas:fake_trainer", *extra]
+            "--grace-period", "3", "--trainer", "tests.test_nas:fake_trainer", "--top-k", "0",
+            *extra]
 
 
 def finished(storage: str, study: str = "effnet-nas") -> list:
