@@ -63,8 +63,8 @@ def arm_config(arm: str, search_seed: int, preset):
     from effnet.nas.search import NasConfig
 
     sampler, _ = ARMS[arm]
-    return NasConfig(seed=search_seed, sampler=sampler, top_k=preset.top_k,
-                     pick_seeds=preset.pick_seeds)
+    return NasConfig(seed=search_seed, sampler=sampler, startup=preset.startup,
+                     top_k=preset.top_k, pick_seeds=preset.pick_seeds)
 
 
 def _train(key: str, spec_dict: dict, seed: int, recipe_dict: dict,

@@ -66,7 +66,8 @@ def nas_config(args: argparse.Namespace):
     return NasConfig(space=_space(args.base), proxy=Proxy(dataset=args.dataset,
                                                           recipe=_recipe(args)),
                      target_macs=target, w=args.w, multi_objective=args.multi_objective,
-                     seed=args.seed, sampler=args.sampler, startup=args.startup, eta=args.eta,
+                     seed=args.seed, sampler=args.sampler,
+                     startup=preset.startup if args.startup is None else args.startup, eta=args.eta,
                      first_rung=args.first_rung,
                      top_k=preset.top_k if args.top_k is None else args.top_k,
                      pick_seeds=preset.pick_seeds if args.pick_seeds is None
@@ -190,7 +191,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from ..nas.presets import NAS_PRESETS
 
     p.add_argument("--preset", default="quick", choices=sorted(NAS_PRESETS),
-                   help="quick: a budget of 8 trainings, the top 2 retrained with 3 seeds; "
+                   help="quick: a budget of 6 trainings, the top 2 retrained with 3 seeds; "
                    "standard: 30 trainings, the top 3 (default quick)")
     p.add_argument("--budget", type=float, default=None, metavar="N",
                    help="full trainings the search may spend; a trial stopped at a rung counts "
@@ -200,9 +201,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", default="evolution", choices=("evolution", "tpe", "random"),
                    help="regularized evolution (Real et al. 2019), TPE or random sampling "
                    "(default evolution)")
-    p.add_argument("--startup", type=int, default=12,
+    p.add_argument("--startup", type=int, default=None,
                    help="random trials before the sampler models anything: evolution's "
-                   "population, TPE's start-up (default 12)")
+                   "population, TPE's start-up (default: the preset's, quick 6, standard 12)")
     p.add_argument("--eta", type=int, default=3,
                    help="successive halving keeps the best 1/eta at each rung (default 3)")
     p.add_argument("--first-rung", type=int, default=2,
@@ -235,7 +236,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "at proxy scale, beside B0 scaled with the paper's coefficients. "
                        "Resumable.")
     p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                   help="quick: a search of 8 trainings, a coarse grid, one seed; standard: "
+                   help="quick: a search of 6 trainings, a coarse grid, one seed; standard: "
                    "30 trainings, the 0.05 grid, 3 seeds")
     _data_and_reward(p)
     p.add_argument("--phi", default="1..3", help="the family to train: a range 1..3 or a list "

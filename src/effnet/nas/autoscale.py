@@ -102,7 +102,8 @@ def run_autoscale(preset: AutoscalePreset, output: str | Path, phis: list[float]
     # The search trains its trials with the NAS recipe (one epoch on all the data); the grid
     # search and the family keep the shorter recipe they were sized with.
     cfg = NasConfig(proxy=Proxy(dataset=dataset), target_macs=target_macs, w=w,
-                    top_k=preset.nas.top_k, pick_seeds=preset.nas.pick_seeds)
+                    startup=preset.nas.startup, top_k=preset.nas.top_k,
+                    pick_seeds=preset.nas.pick_seeds)
     proxy = Proxy(dataset=dataset, recipe=SHORT_RECIPE)
     times: dict[str, float] = {}
 

@@ -19,12 +19,14 @@ class NasPreset:
     top_k: int
     pick_seeds: int
     max_trials: int
+    startup: int = 12
 
 
 NAS_PRESETS = {
-    # About 8 + 2 x 3 = 14 trainings: some 8 min with 2 workers.
-    "quick": NasPreset("quick", budget=8, top_k=2, pick_seeds=3, max_trials=40),
-    # About 30 + 3 x 3 = 39 trainings: some 25 min with 2 workers.
+    # 6 + 2 x 3 = 12 trainings: some 7 min with 2 workers on free cores. About 10 trials:
+    # evolution's population of 6 is random, a few mutations follow.
+    "quick": NasPreset("quick", budget=6, top_k=2, pick_seeds=3, max_trials=40, startup=6),
+    # 30 + 3 x 3 = 39 trainings: some 25 min with 2 workers on free cores (about 55 trials).
     "standard": NasPreset("standard", budget=30, top_k=3, pick_seeds=3, max_trials=150),
 }
 

@@ -45,12 +45,20 @@ from .pick import picked, run_pick, stored_picks
 from .proxy import Proxy
 from .reward import DEFAULT_W, reward
 from .space import SearchSpace, describe
+from .trials import (
+    ROLE_ATTR,
+    first_trials,
+    make_pruner,
+    make_sampler,
+    slot_taken,
+    spent,
+    trial_counts,
+)
 
 DEFAULT_STUDY = "effnet-nas"
 SAMPLERS = ("evolution", "tpe", "random")
 KIND = "baseline-search"
 IDENTITY_ATTR = "effnet_nas"   # study user attr: the settings a rerun must match
-ROLE_ATTR = "role"             # trial user attr: "baseline" for the enqueued base
 
 
 @dataclass(frozen=True)
@@ -157,57 +165,6 @@ class NasResult:
                 "pick": float(sum(len(p["accuracies"]) for p in self.picks))}
 
 
-# ---------------------------------------------------------------- trial slots
-def _live(t) -> bool:
-    from optuna.trial import TrialState
-
-    return SKIP_ATTR not in t.user_attrs and t.state in (
-        TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-
-
-def spent(t, evals: int) -> float:
-    """Full trainings a live trial stands for: its share of the evaluations if it was pruned,
-    1 if it finished or may still run to the end (running or waiting)."""
-    from optuna.trial import TrialState
-
-    if t.state == TrialState.PRUNED:
-        return min(1.0, len(t.user_attrs.get("curve") or []) / evals)
-    return 1.0
-
-
-def _slot_taken(trials, number: int, n_trials: int, role: str | None,
-                budget: float | None = None, evals: int = 1) -> str | None:
-    """Why trial `number` must run nothing, or None.
-
-    A search of N trials runs the first N live trials by number, and with a
-    budget of B trainings only while the live trials before it stand for
-    fewer than B (:func:`spent`): any worker decides alike, so a search does
-    the same work whatever the number of workers. A failed trial frees its
-    slot (a retry of a dead worker's trial is a new, live one). An enqueued
-    trial (the baseline, a start-up point) runs once even if two new workers
-    both enqueued it.
-    """
-    before = [t for t in trials if t.number < number and _live(t)]
-    if role is not None and any(t.user_attrs.get(ROLE_ATTR) == role for t in before):
-        return f"duplicate {role}"
-    if len(before) >= n_trials:
-        return "no trial left"
-    if budget is not None and sum(spent(t, evals) for t in before) >= budget:
-        return "budget spent"
-    return None
-
-
-def _counts(trials, evals: int = 1) -> dict[str, float]:
-    from optuna.trial import TrialState
-
-    live = [t for t in trials if _live(t)]
-    return {"live": len(live),
-            "waiting": sum(t.state == TrialState.WAITING for t in live),
-            "running": sum(t.state == TrialState.RUNNING for t in live),
-            "done": sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in live),
-            "committed": sum(spent(t, evals) for t in live)}
-
-
 # ---------------------------------------------------------------- one trial
 def _objective(cfg: NasConfig, n_trials: int, data: ProxyData, trainer: Trainer, target: float,
                prune: bool, status: Callable[[str], None], ran: list[int],
@@ -220,7 +177,7 @@ def _objective(cfg: NasConfig, n_trials: int, data: ProxyData, trainer: Trainer,
     proxy = cfg.proxy
 
     def objective(trial):
-        reason = _slot_taken(trial.study.get_trials(deepcopy=False), trial.number, n_trials,
+        reason = slot_taken(trial.study.get_trials(deepcopy=False), trial.number, n_trials,
                              trial.user_attrs.get(ROLE_ATTR), budget, cfg.evals)
         if reason:
             trial.set_user_attr(SKIP_ATTR, reason)
@@ -267,64 +224,6 @@ def _objective(cfg: NasConfig, n_trials: int, data: ProxyData, trainer: Trainer,
 
 
 # ---------------------------------------------------------------- the study
-def _sampler(cfg: NasConfig, worker: int, offset: int = 0):
-    """The config's sampler, seeded from its seed, the worker's index and `offset`.
-
-    Workers sharing a study must not draw the same points: `run_workers` gives
-    each its index, and `offset` (the trials already stored when a worker
-    joins) separates a rerun and later joiners from the first run. TPE gets
-    `startup` random trials first: with 35 parameters, 8 start-up trials of
-    16 left it no room to be more than random search (issue 19).
-    """
-    import optuna
-
-    from .evolution import RegularizedEvolutionSampler
-
-    seed = cfg.seed + 1000 * worker + offset
-    if cfg.multi_objective:
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
-    if cfg.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if cfg.sampler == "evolution":  # tournament of a quarter of the population, as Real et al.
-        return RegularizedEvolutionSampler(cfg.startup, max(2, round(cfg.startup / 4)), seed)
-    with quiet_optuna():  # constant_liar (parallel workers avoid each other) is experimental
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.startup,
-                                          constant_liar=True, multivariate=True, group=False)
-
-
-def _pruner(cfg: NasConfig, prune: bool):
-    """Successive halving (asynchronous, Li et al. 2020) over the recipe's evaluations.
-
-    A trial reaching rung r (evaluation first_rung * eta^r) goes on only if
-    its reward is in the best 1/eta of all rewards recorded at that rung so
-    far; the very first trial at a rung has no competitor and goes on, which
-    is why the study starts with `eta` random trials before B0 (B0 gets no
-    pass). Optuna does not prune multi-objective trials.
-    """
-    import optuna
-
-    if not prune or cfg.multi_objective:
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=cfg.first_rung,
-                                                  reduction_factor=cfg.eta)
-
-
-def first_trials(cfg: NasConfig) -> list[tuple[dict[str, Any], str]]:
-    """(choice, role) of the trials a new study is seeded with, in order.
-
-    Single objective: `eta` random choices (seeded by the config's seed), then
-    the base (B0), so that successive halving judges B0 against as many
-    trials as any later one. Multi-objective: the base first.
-    """
-    import random
-
-    if cfg.multi_objective:
-        return [(cfg.space.baseline_choice(), "baseline")]
-    rng = random.Random(f"effnet-nas-startup-{cfg.seed}")
-    return [*((cfg.space.sample(rng), f"startup-{i}") for i in range(cfg.eta)),
-            (cfg.space.baseline_choice(), "baseline")]
-
-
 def _open_study(store, cfg: NasConfig, study_name: str, target: float, worker: int,
                 prune: bool):
     import optuna
@@ -335,8 +234,8 @@ def _open_study(store, cfg: NasConfig, study_name: str, target: float, worker: i
         offset = len(optuna.load_study(study_name=study_name, storage=store).trials)
     with quiet_optuna():
         study = optuna.create_study(storage=store, study_name=study_name, directions=directions,
-                                    sampler=_sampler(cfg, worker, offset),
-                                    pruner=_pruner(cfg, prune),
+                                    sampler=make_sampler(cfg, worker, offset),
+                                    pruner=make_pruner(cfg, prune),
                                     load_if_exists=True)
     mine = cfg.identity(target)
     if study.user_attrs.get(IDENTITY_ATTR) is None:
@@ -381,7 +280,7 @@ def run_nas(cfg: NasConfig, n_trials: int, storage: str, study_name: str = DEFAU
     base_cost = cfg.proxy.measure(cfg.space.base, data.num_classes, data.in_chans)
     target = float(cfg.target_macs or base_cost.macs)
     study = _open_study(store, cfg, study_name, target, worker, prune)
-    counts = _counts(study.get_trials(deepcopy=False), cfg.evals)
+    counts = trial_counts(study.get_trials(deepcopy=False), cfg.evals)
     bar = tqdm(total=n_trials, initial=min(n_trials, int(counts["done"])),
                desc="baseline search", unit="trial", disable=not progress, dynamic_ncols=True)
     ran = [0]
@@ -389,7 +288,7 @@ def run_nas(cfg: NasConfig, n_trials: int, storage: str, study_name: str = DEFAU
                            lambda s: bar.set_postfix_str(s, refresh=True), ran, budget)
 
     def next_action() -> str:
-        counts = _counts(study.get_trials(deepcopy=False), cfg.evals)
+        counts = trial_counts(study.get_trials(deepcopy=False), cfg.evals)
         bar.n = min(n_trials, int(counts["done"]))
         bar.refresh()
         room = budget is None or counts["committed"] < budget
