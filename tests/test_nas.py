@@ -329,6 +329,11 @@ def test_autoscale_runs_search_grid_and_family_into_one_report(tmp_path):
     (["nas", "--trials", "0"], "--trials must be >= 1"),
     (["nas", "--base", "resnet50"], "MBConv stages"),
     (["nas", "--base", "nope"], "unknown --base 'nope'"),
+    (["nas", "--budget", "0"], "--budget must be > 0"),                 # issue 19's flags
+    (["nas", "--eta", "1"], "--eta must be >= 2"),
+    (["nas", "--first-rung", "6"], "--first-rung must be below"),
+    (["nas", "--pick-seeds", "0"], "--pick-seeds must be >= 1"),
+    (["nas", "--startup", "1"], "--startup must be >= 2"),
     (["autoscale", "--phi", "3..1"], "empty --phi range"),
     (["autoscale", "--phi", "0..2"], "--phi must be"),
     (["autoscale", "--phi", "x"], "bad --phi"),

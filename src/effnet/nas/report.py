@@ -104,7 +104,7 @@ def report_md(result: NasResult, cfg: NasConfig, command: str = "") -> str:
     lines += _pick_lines(result, cfg)
     if best is not None:
         lines += [
-            "## The best baseline", "",
+            "## The picked baseline" if result.pick is not None else "## The best baseline", "",
             f"Trial {best['trial']}: search reward {best['reward']:.4f}, validation top-1 "
             f"{_pct(best['accuracy'])} in the search, {best['macs'] / 1e6:.3f} M MACs and "
             f"{best['params'] / 1e6:.3f} M parameters at proxy scale.", "",
@@ -125,6 +125,13 @@ def report_md(result: NasResult, cfg: NasConfig, command: str = "") -> str:
             "These are the search's single runs (one seed each), with no interval: "
             "`benchmarks/bench_nas.py` retrains the found baseline, B0 and random specs of the "
             "same MACs with new seeds and gives Welch's 95% interval.", ""]
+    stopped = next((r for r in rows if r["baseline"] and r["status"] == "pruned"), None)
+    if stopped is not None:
+        lines += ["## Against B0", "",
+                  f"B0 itself (trial {stopped['trial']}) was stopped by successive halving after "
+                  f"evaluation {len(stopped['curve'])} of {cfg.evals} "
+                  f"({_pct(stopped['accuracy'])} there), judged like any other trial: "
+                  "`benchmarks/bench_nas.py` retrains it beside the found baseline.", ""]
     lines += ["## Files", "",
               "- `spec.json`: the best baseline; `trials.csv`: every trial (spec, MACs, params, "
               "accuracy, reward, seconds, whether it is on the accuracy-MACs front);",
