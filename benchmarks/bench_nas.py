@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     _log_invocation(out, args, time.perf_counter() - t0)
     if args.phase != "search":
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from bench_nas_report import write_summary
+        from _nas_report import write_summary
 
         write_summary(out, args, preset, results, models, done, storage)
     return 0

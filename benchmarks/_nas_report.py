@@ -1,4 +1,4 @@
-"""bench_nas.py's report: summary.json and REPORT.md (the comparisons, taus, seed spread, cost)."""
+"""bench_nas.py's report (a helper, not a benchmark): summary.json and REPORT.md."""
 
 from __future__ import annotations
 
