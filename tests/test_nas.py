@@ -361,6 +361,7 @@ def nas_cmd(tmp_path: Path, storage: str, trials: int, *extra: str) -> list[str]
     if not base.exists():
         save_spec(TINY, base)
     return [sys.executable, "-m", "effnet", "nas", "--base", str(base), "--trials", str(trials),
+            "--budget", str(trials),
             "--storage", storage, "--no-progress", "--no-prune", "--heartbeat-interval", "1",
             "--grace-period", "3", "--trainer", "tests.test_nas:fake_trainer", "--top-k", "0",
             *extra]

@@ -63,15 +63,13 @@ def nas_config(args: argparse.Namespace):
     if args.workers < 1:
         raise EffnetError(f"--workers must be >= 1, got {args.workers}")
     check_heartbeat_options(args)
+    given = {k: getattr(args, k) for k in ("startup", "top_k", "pick_seeds")}
     return NasConfig(space=_space(args.base), proxy=Proxy(dataset=args.dataset,
                                                           recipe=_recipe(args)),
                      target_macs=target, w=args.w, multi_objective=args.multi_objective,
-                     seed=args.seed, sampler=args.sampler,
-                     startup=preset.startup if args.startup is None else args.startup, eta=args.eta,
+                     seed=args.seed, sampler=args.sampler, eta=args.eta,
                      first_rung=args.first_rung,
-                     top_k=preset.top_k if args.top_k is None else args.top_k,
-                     pick_seeds=preset.pick_seeds if args.pick_seeds is None
-                     else args.pick_seeds)
+                     **{k: getattr(preset, k) if v is None else v for k, v in given.items()})
 
 
 def cmd_nas(args: argparse.Namespace) -> int:
