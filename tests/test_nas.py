@@ -223,9 +223,10 @@ def test_search_runs_resumes_extends_and_reports(tmp_path):
     db = f"sqlite:///{tmp_path / 'n.db'}"
     res = run_nas(cfg, 5, db, trainer=fake_trainer, data=StubData(), progress=False)
     assert res.ran_now == 5 and len(res.rows) == 5
-    first = res.rows[0]
-    assert first["trial"] == 0 and first["baseline"]
-    assert load_spec_dict(first["spec"]).stages == TINY.stages  # trial 0 is the base
+    first = res.rows[cfg.eta]  # eta random trials first, so that B0 has competitors
+    assert first["trial"] == cfg.eta and first["baseline"]
+    assert not any(r["baseline"] for r in res.rows[:cfg.eta])
+    assert load_spec_dict(first["spec"]).stages == TINY.stages
     assert res.target_macs == res.base_cost.macs == first["macs"]
     proxy = cfg.proxy
     for r in res.rows:
@@ -285,10 +286,12 @@ def test_multi_objective_search_keeps_accuracy_and_macs(tmp_path):
 @pytest.mark.slow
 def test_autoscale_runs_search_grid_and_family_into_one_report(tmp_path):
     from effnet.nas.autoscale import run_autoscale
-    from effnet.nas.presets import AutoscalePreset
+    from effnet.nas.presets import AutoscalePreset, NasPreset
 
-    preset = AutoscalePreset("test", nas_trials=3, grid_step=0.25, grid_tolerance=0.2,
-                             grid_max=None, grid_seeds=1, family_seeds=1)
+    preset = AutoscalePreset("test", NasPreset("test", budget=3, top_k=2, pick_seeds=2,
+                                               max_trials=10),
+                             grid_step=0.25, grid_tolerance=0.2, grid_max=None, grid_seeds=1,
+                             family_seeds=1)
     report = run_autoscale(preset, tmp_path, [1.0, 2.0], progress=False,
                            trainer_ref="tests.test_nas:fake_trainer")
     summary = json.loads((tmp_path / "autoscale.json").read_text())
@@ -311,6 +314,10 @@ def test_autoscale_runs_search_grid_and_family_into_one_report(tmp_path):
         assert r["macs"] == macs_by_flop_counter(model, r["resolution"])
     text = report.read_text()
     assert "1.2 | 1.1 | 1.15" in text and (tmp_path / "family.png").exists()
+    # what each step cost: the pick retrained the top 2 with 2 seeds; one seed per family job
+    assert summary["trainings"]["pick"] == 4
+    assert summary["trainings"]["family"] == len(summary["family"])
+    assert 3 <= summary["trainings"]["search"] < 4 and "Trainings: search" in text
 
 
 # ---------------------------------------------------------------- CLI errors
@@ -322,6 +329,11 @@ def test_autoscale_runs_search_grid_and_family_into_one_report(tmp_path):
     (["nas", "--trials", "0"], "--trials must be >= 1"),
     (["nas", "--base", "resnet50"], "MBConv stages"),
     (["nas", "--base", "nope"], "unknown --base 'nope'"),
+    (["nas", "--budget", "0"], "--budget must be > 0"),                 # issue 19's flags
+    (["nas", "--eta", "1"], "--eta must be >= 2"),
+    (["nas", "--first-rung", "6"], "--first-rung must be below"),
+    (["nas", "--pick-seeds", "0"], "--pick-seeds must be >= 1"),
+    (["nas", "--startup", "1"], "--startup must be >= 2"),
     (["autoscale", "--phi", "3..1"], "empty --phi range"),
     (["autoscale", "--phi", "0..2"], "--phi must be"),
     (["autoscale", "--phi", "x"], "bad --phi"),
@@ -349,8 +361,10 @@ def nas_cmd(tmp_path: Path, storage: str, trials: int, *extra: str) -> list[str]
     if not base.exists():
         save_spec(TINY, base)
     return [sys.executable, "-m", "effnet", "nas", "--base", str(base), "--trials", str(trials),
+            "--budget", str(trials),
             "--storage", storage, "--no-progress", "--no-prune", "--heartbeat-interval", "1",
-            "--grace-period", "3", "--trainer", "tests.test_nas:fake_trainer", *extra]
+            "--grace-period", "3", "--trainer", "tests.test_nas:fake_trainer", "--top-k", "0",
+            *extra]
 
 
 def finished(storage: str, study: str = "effnet-nas") -> list:

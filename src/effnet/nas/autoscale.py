@@ -26,7 +26,7 @@ from ..search.run import run_search
 from ..spec import EFFICIENTNET_B0, NetworkSpec, load_spec, save_spec
 from .autoscale_report import PAPER, family_rows, write_autoscale_report
 from .presets import AutoscalePreset
-from .proxy import Proxy
+from .proxy import SHORT_RECIPE, Proxy
 from .search import NasConfig, load_result, run_workers
 
 
@@ -99,8 +99,12 @@ def run_autoscale(preset: AutoscalePreset, output: str | Path, phis: list[float]
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'autoscale.db').resolve()}"
-    proxy = Proxy(dataset=dataset)
-    cfg = NasConfig(proxy=proxy, target_macs=target_macs, w=w)
+    # The search trains its trials with the NAS recipe (one epoch on all the data); the grid
+    # search and the family keep the shorter recipe they were sized with.
+    cfg = NasConfig(proxy=Proxy(dataset=dataset), target_macs=target_macs, w=w,
+                    startup=preset.nas.startup, top_k=preset.nas.top_k,
+                    pick_seeds=preset.nas.pick_seeds)
+    proxy = Proxy(dataset=dataset, recipe=SHORT_RECIPE)
     times: dict[str, float] = {}
 
     def say(text: str) -> None:
@@ -108,9 +112,10 @@ def run_autoscale(preset: AutoscalePreset, output: str | Path, phis: list[float]
             print(text, flush=True)
 
     t0 = time.perf_counter()
-    say(f"step 1/3: baseline search, {preset.nas_trials} trials ({workers} worker(s))")
-    run_workers(cfg, preset.nas_trials, url, "autoscale-nas", workers, root, trainer_ref,
-                progress=progress)
+    say(f"step 1/3: baseline search, a budget of {preset.nas.budget:g} trainings, the top "
+        f"{preset.nas.top_k} retrained with {preset.nas.pick_seeds} seeds ({workers} worker(s))")
+    run_workers(cfg, preset.nas.max_trials, url, "autoscale-nas", workers, root, trainer_ref,
+                progress=progress, budget=preset.nas.budget)
     nas = load_result(cfg, url, "autoscale-nas", root=root)
     paths = write_report(nas, cfg, out / "nas")
     if "spec" not in paths:
@@ -143,7 +148,22 @@ def run_autoscale(preset: AutoscalePreset, output: str | Path, phis: list[float]
     family = finished_jobs(url, "autoscale-family")
     times["family"] = time.perf_counter() - t2
     return write_autoscale_report(out, preset, found, nas, grid, coeffs, family, phis, times,
-                                  workers)
+                                  workers, step_trainings(nas, grid.rows, family))
+
+
+def step_trainings(nas, grid_rows: list[dict], family: dict[str, dict]) -> dict[str, float]:
+    """Trainings each step cost, in full trainings of its recipe: the search's trials (a pruned
+    one its share), the pick's retrainings, the grid's seeds (a pruned point its share), the
+    family's jobs."""
+    grid = 0.0
+    for r in grid_rows:
+        if r["status"] == "complete":
+            grid += len(r.get("val_top1_seeds") or [None])
+        elif r["status"] == "pruned" and r.get("epochs_budget"):
+            grid += r.get("epochs_done", 0) / r["epochs_budget"]
+    cost = nas.trainings()
+    return {"search_trials": cost["trials"], "search": cost["search"], "pick": cost["pick"],
+            "grid": grid, "family": float(sum(not r.get("pruned") for r in family.values()))}
 
 
 __all__ = ["PAPER", "family_rows", "run_autoscale"]

@@ -67,7 +67,8 @@ def _twins(rows: list[dict], best: dict) -> str:
 
 
 def write_autoscale_report(out: Path, preset, found: NetworkSpec, nas, grid, coeffs, family,
-                           phis, times: dict[str, float], workers: int) -> Path:
+                           phis, times: dict[str, float], workers: int,
+                           trainings: dict[str, float] | None = None) -> Path:
     """report.md, family.png and autoscale.json in `out`; returns the report's path."""
     import torch
 
@@ -85,9 +86,10 @@ def write_autoscale_report(out: Path, preset, found: NetworkSpec, nas, grid, coe
         f"(search {times['search'] / 60:.1f}, grid {times['grid'] / 60:.1f}, family "
         f"{times['family'] / 60:.1f}); Python {platform.python_version()}, torch "
         f"{torch.__version__}, effnet {__version__}.", "",
+        *_cost_lines(trainings),
         "## 1. The baseline search", "",
-        f"{len(nas.rows)} trials around B0 (see `nas/report.md`). The best, trial "
-        f"{best['trial']}, reached {100 * best['accuracy']:.2f}% validation top-1 at "
+        f"{len(nas.rows)} trials around B0 (see `nas/report.md`). The pick, trial "
+        f"{best['trial']}, reached {100 * best['accuracy']:.2f}% validation top-1 in the search at "
         f"{best['macs'] / 1e6:.3f} M MACs (proxy scale; target "
         f"{nas.target_macs / 1e6:.3f} M). Its stages:", "",
         f"`{describe(found)}`", "",
@@ -122,5 +124,15 @@ def write_autoscale_report(out: Path, preset, found: NetworkSpec, nas, grid, coe
         "preset": preset.name, "coefficients": list(coeffs), "paper": list(PAPER),
         "found": describe(found), "nas_best": {k: best[k] for k in ("trial", "accuracy",
                                                                      "macs", "reward")},
-        "family": rows, "times_s": times, "workers": workers})
+        "family": rows, "times_s": times, "workers": workers, "trainings": trainings})
     return path
+
+
+def _cost_lines(t: dict[str, float] | None) -> list[str]:
+    """What each step cost, in trainings of its recipe."""
+    if not t:
+        return []
+    return [f"Trainings: search {t['search']:.1f} full trainings of its recipe over "
+            f"{t['search_trials']:.0f} trials (pruned ones count their share), pick "
+            f"{t['pick']:.0f} retrainings, grid {t['grid']:.1f} and family {t['family']:.0f} "
+            "trainings of the shorter recipe (2 epochs on 8,000 images).", ""]

@@ -81,12 +81,18 @@ def report_md(result: NasResult, cfg: NasConfig, command: str = "") -> str:
     pruned = [r for r in rows if r["status"] == "pruned"]
     p = cfg.proxy
     strategy = ("NSGA-II on (accuracy, MACs)" if cfg.multi_objective
-                else "TPE on the reward, median pruning")
+                else f"{cfg.sampler} sampling on the reward ({cfg.startup} random trials "
+                f"first), successive halving judging at evaluations "
+                f"{', '.join(map(str, cfg.rungs()))} of {cfg.evals} and keeping the best "
+                f"1/{cfg.eta}")
+    cost = result.trainings()
     lines = [
         "# Baseline search (Tan & Le 2019, Sec. 4)", "",
         f"Searched {len(rows)} architectures around {cfg.space.base.name} "
         f"({cfg.space.size:.2e} choices: kernel, expansion, SE, width and repeats per stage) "
-        f"with {strategy}. {len(done)} finished, {len(pruned)} were stopped early.", "",
+        f"with {strategy}. {len(done)} finished, {len(pruned)} were stopped early: "
+        f"{cost['search']:.1f} full trainings, then {cost['pick']:.0f} retrainings for the "
+        "pick.", "",
         f"Each candidate was scaled down to the proxy (width {p.width:g}, depth {p.depth:g}, "
         f"stem stride {p.stem_stride}, {p.dataset} at {p.resolution} px), its MACs measured on "
         f"the built model, and trained for {p.recipe.epochs} epoch(s) on "
@@ -95,11 +101,12 @@ def report_md(result: NasResult, cfg: NasConfig, command: str = "") -> str:
         f"Reward: accuracy x (MACs / T)^w with T = {result.target_macs / 1e6:.3f} M MACs and "
         f"w = {cfg.w:g}" + (" (accuracy only)." if cfg.w == 0 else "."), "",
     ]
+    lines += _pick_lines(result, cfg)
     if best is not None:
         lines += [
-            "## The best baseline", "",
-            f"Trial {best['trial']}: reward {best['reward']:.4f}, validation top-1 "
-            f"{_pct(best['accuracy'])}, {best['macs'] / 1e6:.3f} M MACs and "
+            "## The picked baseline" if result.pick is not None else "## The best baseline", "",
+            f"Trial {best['trial']}: search reward {best['reward']:.4f}, validation top-1 "
+            f"{_pct(best['accuracy'])} in the search, {best['macs'] / 1e6:.3f} M MACs and "
             f"{best['params'] / 1e6:.3f} M parameters at proxy scale.", "",
             f"Stages: `{describe_row(best)}`", "",
             "It is saved as `spec.json` (the full-size baseline, like B0 in paper Table 1): "
@@ -115,9 +122,16 @@ def report_md(result: NasResult, cfg: NasConfig, command: str = "") -> str:
                f"The best trial differs by {100 * (best['accuracy'] - base['accuracy']):+.2f} "
                f"points of accuracy at {best['macs'] / base['macs']:.2f}x B0's MACs."),
             "",
-            "These are single training runs (one seed each), with no interval: "
+            "These are the search's single runs (one seed each), with no interval: "
             "`benchmarks/bench_nas.py` retrains the found baseline, B0 and random specs of the "
-            "same MACs with several seeds and gives Welch's 95% interval.", ""]
+            "same MACs with new seeds and gives Welch's 95% interval.", ""]
+    stopped = next((r for r in rows if r["baseline"] and r["status"] == "pruned"), None)
+    if stopped is not None:
+        lines += ["## Against B0", "",
+                  f"B0 itself (trial {stopped['trial']}) was stopped by successive halving after "
+                  f"evaluation {len(stopped['curve'])} of {cfg.evals} "
+                  f"({_pct(stopped['accuracy'])} there), judged like any other trial: "
+                  "`benchmarks/bench_nas.py` retrains it beside the found baseline.", ""]
     lines += ["## Files", "",
               "- `spec.json`: the best baseline; `trials.csv`: every trial (spec, MACs, params, "
               "accuracy, reward, seconds, whether it is on the accuracy-MACs front);",
@@ -125,6 +139,29 @@ def report_md(result: NasResult, cfg: NasConfig, command: str = "") -> str:
     if command:
         lines += [f"Command: `{command}`", ""]
     return "\n".join(lines)
+
+
+def _pick_lines(result: NasResult, cfg: NasConfig) -> list[str]:
+    """The pick's table: the top k, their search score and their mean over new seeds."""
+    if not result.picks:
+        return []
+    pick = result.pick
+    lines = ["## The pick: the top by the mean over new seeds", "",
+             f"The {len(result.picks)} best finished trials were trained again with "
+             f"{cfg.pick_seeds} seeds the search never used; the pick is the best mean reward "
+             "(a single run's score is partly its seed's luck).", "",
+             "| trial | MACs (M) | search top-1 % | new seeds top-1 % | mean % | mean reward |",
+             "|---|---|---|---|---|---|"]
+    for p in result.picks:
+        mark = " (pick)" if pick is not None and p["trial"] == pick["trial"] else ""
+        lines.append(f"| {p['trial']}{mark} | {p['macs'] / 1e6:.3f} | "
+                     f"{100 * p['search_accuracy']:.2f} | "
+                     + ", ".join(f"{100 * a:.2f}" for a in p["accuracies"])
+                     + f" | {_pct(p['mean_accuracy'])} | "
+                     + ("-" if p["mean_reward"] is None else f"{p['mean_reward']:.4f}") + " |")
+    if pick is None:
+        lines += ["", "The retrainings are not all done: rerun the same command to finish them."]
+    return [*lines, ""]
 
 
 def write_report(result: NasResult, cfg: NasConfig, output: str | Path,
@@ -141,6 +178,7 @@ def write_report(result: NasResult, cfg: NasConfig, output: str | Path,
         save_spec(spec, paths["spec"], search={
             "trial": best["trial"], "proxy_accuracy": best["accuracy"],
             "proxy_macs": best["macs"], "reward": best["reward"],
+            "pick": result.pick,
             "target_macs": result.target_macs, "w": cfg.w, "proxy": cfg.proxy.identity(),
             "study": result.study_name})
     atomic_write_text(paths["trials"], trials_csv(result.rows))

@@ -41,14 +41,24 @@ from ..proxy.storage import GRACE_S, HEARTBEAT_S, open_storage, storage_url
 from ..proxy.trainer import ProxyData, Trainer, load_trainer, train_proxy
 from ..proxy.workers import quiet_optuna, run_parallel, start_worker
 from ..spec import spec_to_dict
+from .pick import picked, run_pick, stored_picks
 from .proxy import Proxy
 from .reward import DEFAULT_W, reward
 from .space import SearchSpace, describe
+from .trials import (
+    ROLE_ATTR,
+    first_trials,
+    make_pruner,
+    make_sampler,
+    slot_taken,
+    spent,
+    trial_counts,
+)
 
 DEFAULT_STUDY = "effnet-nas"
+SAMPLERS = ("evolution", "tpe", "random")
 KIND = "baseline-search"
 IDENTITY_ATTR = "effnet_nas"   # study user attr: the settings a rerun must match
-ROLE_ATTR = "role"             # trial user attr: "baseline" for the enqueued base
 
 
 @dataclass(frozen=True)
@@ -58,8 +68,13 @@ class NasConfig:
     `target_macs` is T of the reward, in MACs of the proxy model (None: the
     proxy of the space's base, i.e. B0's, as measured). `multi_objective`
     maximises accuracy and minimises MACs with NSGA-II instead of the
-    reward with TPE. The number of trials is not part of it: rerun with more
-    to extend a search.
+    reward. `sampler` is "evolution" (:mod:`.evolution`, the first `startup`
+    trials its random population), "tpe" (`startup` random trials first) or
+    "random". Successive halving judges trials at evaluation `first_rung` of
+    the recipe and every `eta` times further; it promotes the best 1/eta.
+    `top_k` finished trials are retrained with `pick_seeds` new seeds and the
+    pick is the best mean (:mod:`.pick`). The number of trials and the budget
+    are not part of it, nor the pick's settings: rerun with more to extend.
     """
 
     space: SearchSpace = field(default_factory=SearchSpace)
@@ -68,19 +83,52 @@ class NasConfig:
     w: float = DEFAULT_W
     multi_objective: bool = False
     seed: int = 0
+    sampler: str = "evolution"
+    startup: int = 12
+    eta: int = 3
+    first_rung: int = 2
+    top_k: int = 3
+    pick_seeds: int = 3
 
     def __post_init__(self) -> None:
         if self.target_macs is not None and not self.target_macs > 0:
             raise ParameterError(f"target_macs must be > 0, got {self.target_macs}",
                                  "target_macs")
         reward(0.5, 1.0, 1.0, self.w)  # validates w
+        if self.sampler not in SAMPLERS:
+            raise ParameterError(f"unknown sampler {self.sampler!r}: use one of "
+                                 f"{', '.join(SAMPLERS)}", "sampler")
+        for name, low in (("startup", 2), ("eta", 2), ("first_rung", 1), ("top_k", 0),
+                          ("pick_seeds", 1)):
+            if getattr(self, name) < low:
+                raise ParameterError(f"{name} must be >= {low}, got {getattr(self, name)}", name)
+        evals = self.proxy.recipe.evals or self.proxy.recipe.epochs
+        if self.first_rung >= evals:
+            raise ParameterError(f"first_rung must be below the recipe's {evals} evaluations, "
+                                 f"got {self.first_rung}", "first_rung")
+
+    @property
+    def evals(self) -> int:
+        """Evaluation points of one full training (the rungs' unit)."""
+        return self.proxy.recipe.evals or self.proxy.recipe.epochs
+
+    def rungs(self) -> list[int]:
+        """The evaluations at which successive halving judges a trial (Li et al. 2018): the
+        first rung, then every `eta` times further, below the last evaluation."""
+        out, step = [], self.first_rung
+        while step < self.evals:
+            out.append(step)
+            step *= self.eta
+        return out
 
     def identity(self, target: float) -> dict[str, Any]:
         return json.loads(json.dumps({
             "kind": KIND, "base": spec_to_dict(self.space.base),
             "options": {k: list(v) for k, v in self.space.options().items()},
             "proxy": self.proxy.identity(), "target_macs": target, "w": self.w,
-            "multi_objective": self.multi_objective, "seed": self.seed}))
+            "multi_objective": self.multi_objective, "seed": self.seed,
+            "sampler": self.sampler, "startup": self.startup, "eta": self.eta,
+            "first_rung": self.first_rung}))
 
 
 @dataclass
@@ -93,52 +141,34 @@ class NasResult:
     base_cost: Any
     rows: list[dict]
     ran_now: int
+    picks: list[dict] = field(default_factory=list)
+
+    @property
+    def pick(self) -> dict | None:
+        """The retrained candidate with the best mean reward (:mod:`.pick`), once all are done."""
+        return picked(self.picks)
 
     @property
     def best(self) -> dict | None:
-        """The finished trial with the highest reward (ties: fewer MACs, then lower number)."""
+        """The picked trial's row (best mean over new seeds) if the pick is done; else the
+        finished trial with the highest reward (ties: fewer MACs, then lower number)."""
+        pick = self.pick
+        if pick is not None:
+            return next(r for r in self.rows if r["trial"] == pick["trial"])
         done = [r for r in self.rows if r["status"] == "complete"]
         return max(done, key=lambda r: (r["reward"], -r["macs"], -r["trial"])) if done else None
 
-
-# ---------------------------------------------------------------- trial slots
-def _live(t) -> bool:
-    from optuna.trial import TrialState
-
-    return SKIP_ATTR not in t.user_attrs and t.state in (
-        TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-
-
-def _slot_taken(trials, number: int, n_trials: int, role: str | None) -> str | None:
-    """Why trial `number` must run nothing, or None.
-
-    A search of N trials runs the first N live trials by number: any worker
-    decides alike, so N trials run in all whatever the number of workers. A
-    failed trial frees its slot (a retry of a dead worker's trial is a new,
-    live one). The enqueued baseline runs once even if two new workers both
-    enqueued it.
-    """
-    before = [t for t in trials if t.number < number and _live(t)]
-    if role == "baseline" and any(t.user_attrs.get(ROLE_ATTR) == "baseline" for t in before):
-        return "duplicate baseline"
-    if len(before) >= n_trials:
-        return "no trial left"
-    return None
-
-
-def _counts(trials) -> dict[str, int]:
-    from optuna.trial import TrialState
-
-    live = [t for t in trials if _live(t)]
-    return {"live": len(live),
-            "waiting": sum(t.state == TrialState.WAITING for t in live),
-            "running": sum(t.state == TrialState.RUNNING for t in live),
-            "done": sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in live)}
+    def trainings(self) -> dict[str, float]:
+        """What the search cost: trials, full trainings they stand for, pick retrainings."""
+        return {"trials": len(self.rows),
+                "search": float(sum(r.get("trainings") or 0.0 for r in self.rows)),
+                "pick": float(sum(len(p["accuracies"]) for p in self.picks))}
 
 
 # ---------------------------------------------------------------- one trial
 def _objective(cfg: NasConfig, n_trials: int, data: ProxyData, trainer: Trainer, target: float,
-               prune: bool, status: Callable[[str], None], ran: list[int]):
+               prune: bool, status: Callable[[str], None], ran: list[int],
+               budget: float | None = None):
     """The function Study.optimize calls; `ran[0]` counts the trials this worker trained."""
     import optuna
     import torch
@@ -147,8 +177,8 @@ def _objective(cfg: NasConfig, n_trials: int, data: ProxyData, trainer: Trainer,
     proxy = cfg.proxy
 
     def objective(trial):
-        reason = _slot_taken(trial.study.get_trials(deepcopy=False), trial.number, n_trials,
-                             trial.user_attrs.get(ROLE_ATTR))
+        reason = slot_taken(trial.study.get_trials(deepcopy=False), trial.number, n_trials,
+                             trial.user_attrs.get(ROLE_ATTR), budget, cfg.evals)
         if reason:
             trial.set_user_attr(SKIP_ATTR, reason)
             raise optuna.TrialPruned(reason)
@@ -163,7 +193,7 @@ def _objective(cfg: NasConfig, n_trials: int, data: ProxyData, trainer: Trainer,
             trial.set_user_attr("curve", [*trial.user_attrs.get("curve", []), float(top1)])
             if prune and not cfg.multi_objective:
                 trial.report(reward(float(top1), cost.macs, target, cfg.w), k)
-                if k < (proxy.recipe.evals or proxy.recipe.epochs) and trial.should_prune():
+                if k < cfg.evals and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after evaluation {k}")
 
         trial.set_user_attr("curve", [])
@@ -194,35 +224,6 @@ def _objective(cfg: NasConfig, n_trials: int, data: ProxyData, trainer: Trainer,
 
 
 # ---------------------------------------------------------------- the study
-def _sampler(cfg: NasConfig, worker: int, offset: int = 0):
-    """TPE (or NSGA-II) seeded from the config's seed, the worker's index and `offset`.
-
-    Workers sharing a study must not draw the same points: `run_workers` gives
-    each its index, and `offset` (the trials already stored when a worker
-    joins) separates a rerun and later joiners from the first run.
-    """
-    import optuna
-
-    seed = cfg.seed + 1000 * worker + offset
-    if cfg.multi_objective:
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
-    with quiet_optuna():  # constant_liar (parallel workers avoid each other) is experimental
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, constant_liar=True,
-                                          multivariate=True, group=False)
-
-
-def _pruner(prune: bool):
-    import optuna
-
-    if not prune:
-        return optuna.pruners.NopPruner()
-    # From the second evaluation on, once 5 trials have finished: the median of finished
-    # trials' rewards at the same evaluation decides. The first evaluation comes during the
-    # learning-rate warm-up, where scores are near chance and rank nothing (Optuna prunes
-    # only at steps >= n_warmup_steps).
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
-
-
 def _open_study(store, cfg: NasConfig, study_name: str, target: float, worker: int,
                 prune: bool):
     import optuna
@@ -233,8 +234,8 @@ def _open_study(store, cfg: NasConfig, study_name: str, target: float, worker: i
         offset = len(optuna.load_study(study_name=study_name, storage=store).trials)
     with quiet_optuna():
         study = optuna.create_study(storage=store, study_name=study_name, directions=directions,
-                                    sampler=_sampler(cfg, worker, offset),
-                                    pruner=_pruner(prune and not cfg.multi_objective),
+                                    sampler=make_sampler(cfg, worker, offset),
+                                    pruner=make_pruner(cfg, prune),
                                     load_if_exists=True)
     mine = cfg.identity(target)
     if study.user_attrs.get(IDENTITY_ATTR) is None:
@@ -242,8 +243,9 @@ def _open_study(store, cfg: NasConfig, study_name: str, target: float, worker: i
             raise ParameterError(f"study {study_name!r} was not made by `effnet nas`: pass "
                                  "another study_name or storage", "study_name", "storage")
         study.set_user_attr(IDENTITY_ATTR, mine)
-        # The base (B0) is trial 0: the report compares every trial with it.
-        study.enqueue_trial(cfg.space.baseline_choice(), user_attrs={ROLE_ATTR: "baseline"})
+        # The base (B0) is among the first trials: the report compares every trial with it.
+        for choice, role in first_trials(cfg):
+            study.enqueue_trial(choice, user_attrs={ROLE_ATTR: role})
     old = study.user_attrs[IDENTITY_ATTR]
     diff = [k for k in sorted(set(old) | set(mine)) if old.get(k) != mine.get(k)]
     if diff:
@@ -257,8 +259,9 @@ def run_nas(cfg: NasConfig, n_trials: int, storage: str, study_name: str = DEFAU
             trainer: Trainer | None = None, data: ProxyData | None = None, prune: bool = True,
             progress: bool = True, worker: int = 0, root: str | None = None,
             heartbeat_interval: int = HEARTBEAT_S, grace_period: int = GRACE_S,
-            poll_s: float | None = None) -> NasResult:
-    """Run (or resume, or join) the baseline search until `n_trials` trials are done.
+            poll_s: float | None = None, budget: float | None = None) -> NasResult:
+    """Run (or resume, or join) the baseline search until `n_trials` trials are done, or the
+    trials stand for `budget` full trainings (a pruned trial counts its share, :func:`spent`).
 
     Returns every trial of the stored study (:func:`trial_rows`). `trainer`
     defaults to :func:`~effnet.proxy.trainer.train_proxy`, `data` to the
@@ -268,6 +271,8 @@ def run_nas(cfg: NasConfig, n_trials: int, storage: str, study_name: str = DEFAU
 
     if n_trials < 1:
         raise ParameterError(f"n_trials must be >= 1, got {n_trials}", "n_trials")
+    if budget is not None and not budget > 0:
+        raise ParameterError(f"budget must be > 0 trainings, got {budget}", "budget")
     url = storage_url(storage)
     store = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     if data is None:
@@ -275,18 +280,19 @@ def run_nas(cfg: NasConfig, n_trials: int, storage: str, study_name: str = DEFAU
     base_cost = cfg.proxy.measure(cfg.space.base, data.num_classes, data.in_chans)
     target = float(cfg.target_macs or base_cost.macs)
     study = _open_study(store, cfg, study_name, target, worker, prune)
-    counts = _counts(study.get_trials(deepcopy=False))
-    bar = tqdm(total=n_trials, initial=min(n_trials, counts["done"]), desc="baseline search",
-               unit="trial", disable=not progress, dynamic_ncols=True)
+    counts = trial_counts(study.get_trials(deepcopy=False), cfg.evals)
+    bar = tqdm(total=n_trials, initial=min(n_trials, int(counts["done"])),
+               desc="baseline search", unit="trial", disable=not progress, dynamic_ncols=True)
     ran = [0]
     objective = _objective(cfg, n_trials, data, trainer or train_proxy, target, prune,
-                           lambda s: bar.set_postfix_str(s, refresh=True), ran)
+                           lambda s: bar.set_postfix_str(s, refresh=True), ran, budget)
 
     def next_action() -> str:
-        counts = _counts(study.get_trials(deepcopy=False))
-        bar.n = min(n_trials, counts["done"])
+        counts = trial_counts(study.get_trials(deepcopy=False), cfg.evals)
+        bar.n = min(n_trials, int(counts["done"]))
         bar.refresh()
-        if counts["live"] < n_trials or counts["waiting"]:
+        room = budget is None or counts["committed"] < budget
+        if (counts["live"] < n_trials and room) or counts["waiting"]:
             return "run"
         # other workers (or dead ones) hold the last trials
         return "wait" if counts["running"] else "stop"
@@ -296,10 +302,10 @@ def run_nas(cfg: NasConfig, n_trials: int, storage: str, study_name: str = DEFAU
               poll=poll_s if poll_s is not None else min(float(heartbeat_interval), 5.0))
     finally:
         bar.close()
-    return NasResult(study_name, url, target, base_cost, trial_rows(study), ran[0])
+    return NasResult(study_name, url, target, base_cost, trial_rows(study, cfg.evals), ran[0])
 
 
-def trial_rows(study) -> list[dict]:
+def trial_rows(study, evals: int = 1) -> list[dict]:
     """One row per trial that ran (complete, pruned or failed), by trial number."""
     from optuna.trial import TrialState
 
@@ -316,7 +322,10 @@ def trial_rows(study) -> list[dict]:
                      "baseline": a.get(ROLE_ATTR) == "baseline", "spec": a["spec"],
                      "params": a["cost"]["params"], "macs": a["cost"]["macs"],
                      "accuracy": acc, "reward": a.get("reward"), "curve": curve,
-                     "seconds": a.get("seconds"), "error": a.get("error")})
+                     "seconds": a.get("seconds"), "error": a.get("error"),
+                     "trainings": spent(t, evals) if t.state == TrialState.PRUNED
+                     else min(1.0, len(curve) / evals) if t.state != TrialState.COMPLETE
+                     else 1.0})
     return rows
 
 
@@ -331,28 +340,36 @@ def describe_row(row: dict) -> str:
 
 def nas_worker(cfg: NasConfig, n_trials: int, storage: str, study_name: str, root: str | None,
                trainer_ref: str | None, heartbeat_interval: int, grace_period: int, worker: int,
-               threads: int = 1, progress: bool = False, prune: bool = True) -> int:
-    """One worker process of `effnet nas --workers K`: trains trials until the search is done.
+               threads: int = 1, progress: bool = False, prune: bool = True,
+               budget: float | None = None) -> int:
+    """One worker process of `effnet nas --workers K`: trains trials until the search is done,
+    then the pick's retrainings (:func:`~.pick.run_pick`).
 
     Returns the number of trials it trained.
     """
     start_worker(threads)
-    result = run_nas(cfg, n_trials, storage, study_name, trainer=load_trainer(trainer_ref),
+    trainer = load_trainer(trainer_ref)
+    data = ProxyData(cfg.proxy.dataset, root, cfg.proxy.recipe)
+    result = run_nas(cfg, n_trials, storage, study_name, trainer=trainer, data=data,
                      prune=prune, progress=progress, worker=worker, root=root,
-                     heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+                     heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                     budget=budget)
+    run_pick(cfg, result.rows, storage, study_name, result.target_macs, trainer, data, root)
     return result.ran_now
 
 
 def run_workers(cfg: NasConfig, n_trials: int, storage: str, study_name: str = DEFAULT_STUDY,
                 workers: int = 1, root: str | None = None, trainer_ref: str | None = None,
                 heartbeat_interval: int = HEARTBEAT_S, grace_period: int = GRACE_S,
-                progress: bool = True, prune: bool = True) -> None:
-    """Run the search in `workers` processes (one torch thread each) sharing `storage`."""
+                progress: bool = True, prune: bool = True, budget: float | None = None) -> None:
+    """Run the search and the pick in `workers` processes (one torch thread each) sharing
+    `storage`."""
     if workers < 1:
         raise ParameterError(f"workers must be >= 1, got {workers}", "workers")
     args = (cfg, n_trials, storage, study_name, root, trainer_ref, heartbeat_interval,
             grace_period)
-    run_parallel(nas_worker, [(*args, i, 1, progress and i == 0, prune) for i in range(workers)])
+    run_parallel(nas_worker, [(*args, i, 1, progress and i == 0, prune, budget)
+                              for i in range(workers)])
 
 
 def load_result(cfg: NasConfig, storage: str, study_name: str = DEFAULT_STUDY,
@@ -372,4 +389,6 @@ def load_result(cfg: NasConfig, storage: str, study_name: str = DEFAULT_STUDY,
     base_cost = cfg.proxy.measure(cfg.space.base, data.num_classes, data.in_chans)
     ident = study.user_attrs.get(IDENTITY_ATTR) or {}
     target = float(ident.get("target_macs") or cfg.target_macs or base_cost.macs)
-    return NasResult(study_name, url, target, base_cost, trial_rows(study), 0)
+    rows = trial_rows(study, cfg.evals)
+    return NasResult(study_name, url, target, base_cost, rows, 0,
+                     stored_picks(cfg, rows, store, study_name, target))
