@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..errors import EffnetError, ParameterError
 from . import distributed as D
-from .artifacts import RunWriter, save_weights, summary, weights_meta
+from .artifacts import RunWriter, save_weights, summary
 from .checkpoint import rng_state, set_rng_state
 from .epoch import EpochRunner, TrainingDiverged
 from .evaluation import evaluate
@@ -251,7 +251,7 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed + 1000 * info.rank)
     budget = _budget(cfg, train_data, info)
-    writer = RunWriter(cfg.output, info.is_main)
+    writer = RunWriter(cfg.output, info.is_main, cfg.model_name)
     try:
         state = _train(model, train_data, val_data, test_data, cfg, info, log, budget, writer)
     finally:
@@ -335,7 +335,6 @@ def _train(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset
         diverged_hint=diverged_hint)
     ev = dict(batch_size=max(budget.per_proc, 64), device=device, amp_dtype=amp_dtype,
               channels_last=cfg.channels_last, num_workers=cfg.num_workers, info=info)
-    meta = weights_meta(model, cfg.model_name)
     if state.ema is not None and budget.total_steps < state.ema_min_steps:
         log(f"EMA {recipe.ema_decay:g} averages over ~{state.ema_min_steps} steps, more than "
             f"this run's {budget.total_steps}: the raw weights are evaluated and saved")
@@ -355,14 +354,14 @@ def _train(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset
         score = row.get("val_top1")
         if score is not None and (state.best_top1 is None or score > state.best_top1):
             state.best_top1, state.best_epoch = score, epoch + 1
-            writer.save_best(state.eval_model(), meta)
+            writer.save_best(state.eval_model())
         writer.epoch_done(state.history)
         checkpoint(epoch + 1, 0)
         if cfg.on_epoch is not None:
             cfg.on_epoch(dict(row))
     state.wall_before += time.perf_counter() - t_start
     if writer.writes:
-        writer.finish(state.eval_model(), meta, state.best_top1 is not None, summary(
+        writer.finish(state.eval_model(), state.best_top1 is not None, summary(
             model, model_name=cfg.model_name, image_size=cfg.image_size, recipe=recipe.name,
             batch_size=cfg.batch_size, history=state.history, best_epoch=state.best_epoch,
             steps=state.step, wall=state.wall_before))
