@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -58,9 +59,47 @@ def create_model(name: str | None = None, pretrained: Any = None, num_classes: i
     (e.g. the baseline `effnet nas` found), at 224 px; with `phi` it is
     compound-scaled like B0 (paper Eq. 3).
 
-    Resolve, then build: the weights are resolved once (`effnet.weights.resolve_weights`),
-    the blueprint is read from them or from the zoo, and the built model gets the weights.
+    Resolve, then build: :func:`model_blueprint` resolves the weights once
+    (`effnet.weights.resolve_weights`) and reads what to build from them or from the zoo;
+    the built model gets the weights.
     """
+    blueprint = model_blueprint(
+        name, pretrained, num_classes, in_chans, drop_rate, drop_path_rate, features_only,
+        out_indices, padding, bn_eps, phi, scaling, spec, **kwargs)
+    model = build_model(blueprint.spec, **blueprint.build)
+    if blueprint.weights is not None:
+        load_weights(model, blueprint.weights)
+    return model
+
+
+@dataclass(frozen=True)
+class ModelBlueprint:
+    """What `create_model` builds: the network spec, build_model's other arguments, and the
+    weights to load into it (resolved)."""
+
+    spec: NetworkSpec
+    build: dict[str, Any]
+    weights: ResolvedWeights | None = None
+
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """The preprocessing the model will have (a folder's comes with its weights)."""
+        cfg = self.build.get("pretrained_cfg")
+        if cfg is None and self.weights is not None:
+            cfg = self.weights.pretrained_cfg
+        return dict(cfg or {})
+
+
+def model_blueprint(name: str | None = None, pretrained: Any = None,
+                    num_classes: int | None = None, in_chans: int = 3,
+                    drop_rate: float | None = None, drop_path_rate: float | None = None,
+                    features_only: bool = False, out_indices: Sequence[int] | None = None,
+                    padding: str | None = None, bn_eps: float | None = None,
+                    phi: float | None = None, scaling: CompoundScaling | None = None,
+                    spec: NetworkSpec | dict | str | os.PathLike | None = None,
+                    **kwargs: Any) -> ModelBlueprint:
+    """`create_model`'s first half: the weights resolved and what to build, checked against
+    the size limits, nothing built (the arguments are create_model's)."""
     _check_counts(num_classes, in_chans)
     if spec is not None and name is not None:
         raise EffnetError("give create_model a model name or spec=, not both")
@@ -69,14 +108,11 @@ def create_model(name: str | None = None, pretrained: Any = None, num_classes: i
                 drop_path_rate=drop_path_rate, features_only=features_only,
                 out_indices=out_indices)
     if spec is None and name is None and weights is not None and weights.kind == FOLDER:
-        blueprint = _folder_blueprint(weights, kwargs, **user)
+        build = _folder_blueprint(weights, kwargs, **user)
     else:
-        blueprint = _zoo_blueprint(name, spec, weights, phi, scaling, padding, bn_eps, kwargs,
-                                   **user)
-    model = build_model(**blueprint)
-    if weights is not None:
-        load_weights(model, weights)
-    return model
+        build = _zoo_blueprint(name, spec, weights, phi, scaling, padding, bn_eps, kwargs,
+                               **user)
+    return ModelBlueprint(build.pop("spec"), build, weights)
 
 
 def _resolve(name: str | None, pretrained: Any, custom: bool) -> ResolvedWeights | None:

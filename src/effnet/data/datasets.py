@@ -275,6 +275,18 @@ def build_data(name: str, root: str | Path | None = None, *, image_size: int, in
                       data_cfg)
 
 
+def with_augment(data: DataBundle, augment: str) -> DataBundle:
+    """`data` with its training images augmented by `augment` instead: same images, same split,
+    nothing loaded again (the eval side is unchanged)."""
+    from dataclasses import replace
+
+    cfg, train = data.data_cfg, data.train
+    channels, size = cfg["input_size"][0], cfg["input_size"][-1]
+    tf = train_transform(size, augment, interp=cfg["interpolation"], in_chans=channels,
+                         mean=cfg["mean"], std=cfg["std"])
+    return replace(data, train=TransformedDataset(train.base, tf, train.seed))
+
+
 def native_arrays(name: str, root: str | Path | None = None, download: bool = True
                   ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """The training split of an in-memory dataset at its native size: uint8 (N, C, H, W), labels.

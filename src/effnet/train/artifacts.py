@@ -148,6 +148,12 @@ class RunWriter:
                                  "output")
         return load_checkpoint(ckpt) if resuming else None  # type: ignore[arg-type]
 
+    def diverged_hint(self) -> str:
+        """Where a diverged run can be taken up again, in words."""
+        ckpt = self.checkpoint_path
+        return (f"the last good checkpoint is {ckpt}" if ckpt and ckpt.exists()
+                else "no checkpoint was written")
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
