@@ -14,7 +14,7 @@ from ..weights import LAYOUTS
 def cmd_convert(args: argparse.Namespace) -> int:
     """Load any supported checkpoint into a named model and save it in effnet's format."""
     from ..inference.predict import check_finite
-    from ..model_factory import create_model
+    from ..model_factory import build_model, model_blueprint
     from ..weights import load_weights, resolve_weights
     from ..weights.resolve import FOLDER, RUN_FILE
 
@@ -31,12 +31,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
                       in_chans=int(weights.in_chans))
     name = args.model or (weights.model_name if weights.kind == RUN_FILE else None)
     if name is not None:
-        model = create_model(name, **kwargs)
+        blueprint = model_blueprint(name, **kwargs)
     elif weights.kind == FOLDER:  # its config.json names the model (or holds its spec)
-        model = create_model(pretrained=weights, **kwargs)
+        blueprint = model_blueprint(pretrained=weights, **kwargs)
     else:
         raise EffnetError(f"give --model: {source} is not a save_pretrained folder or a training "
                           "run, so it does not say which model it holds")
+    model = build_model(blueprint.spec, **blueprint.build)  # the weights: loaded once, below
     result = load_weights(model, weights, layout=args.layout, adapt=False)
     check_finite(model, source)
     if args.to != "effnet":  # timm's or torchvision's layout

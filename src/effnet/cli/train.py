@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 from ..errors import EffnetError
+
+if TYPE_CHECKING:
+    from ..train import FitResult, TrainPlan
 
 RECIPE_HELP = ("auto (default): paper for runs of >= 100 epochs and >= 100,000 steps, else "
                "short; paper: Section 5.2 (RMSprop TF-style, lr 0.016/256 images, 5 warm-up "
@@ -145,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _announce(plan, dataset: str) -> None:
+def _announce(plan: TrainPlan, dataset: str) -> None:
     """What is about to be trained, on what, how, and where it goes."""
     data, output = plan.data, plan.config.output
     if plan.why:
@@ -158,7 +162,7 @@ def _announce(plan, dataset: str) -> None:
           flush=True)
 
 
-def _report(result, output) -> None:
+def _report(result: FitResult, output: object) -> None:
     """Accuracies and the run's files."""
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.2f}%"
