@@ -82,7 +82,7 @@ def test_a_run_folder_stands_for_its_best_folder(tmp_path):
 
 
 def test_predict_reads_config_json_once(tmp_path, monkeypatch):
-    """`effnet predict --weights RUN` parsed the folder's config.json five times before."""
+    """`effnet predict --weights RUN` parsed the folder's config.json several times before."""
     import effnet.weights.pretrained as pretrained
     import effnet.weights.read as read
 
