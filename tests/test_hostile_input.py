@@ -108,11 +108,14 @@ def test_training_run_weights_work_everywhere_and_survive_convert(tmp_path, caps
 
 # ---------------------------------------------------------------- 11
 def test_missing_data_dir_is_an_error_for_every_dataset(tmp_path):
+    from effnet.cli.options import FLAGS
     from effnet.data.datasets import build_data
+    from effnet.errors import ParameterError
 
-    for name in ("fashion-mnist", "cifar10"):
-        with pytest.raises(EffnetError, match=r"--data \S*nowhere does not exist"):
+    for name in ("fashion-mnist", "cifar10"):  # the library names its parameter, the CLI a flag
+        with pytest.raises(ParameterError, match=r"^root \S*nowhere does not exist") as err:
             build_data(name, tmp_path / "nowhere", image_size=32, download=False)
+        assert err.value.with_flags(FLAGS).startswith(f"--data {tmp_path / 'nowhere'} does not")
 
 
 # ---------------------------------------------------------------- 12

@@ -17,15 +17,30 @@ class ParameterError(EffnetError):
         return type(self), (str(self), *self.params)
 
     def with_flags(self, flags: dict[str, str]) -> str:
-        """The message with each parameter, as a whole word, replaced by its flag: `flags[name]`
-        or ``--name-with-dashes``."""
+        """The message with each parameter replaced by its flag (`flags[name]` or
+        ``--name-with-dashes``): its Python spelling ``name='value'`` becomes ``--flag value``
+        (``name=False``: ``--no-flag``) where the message has one, else the name as a whole
+        word becomes the flag."""
         import re
 
         text = str(self)
         for name in self.params:
             flag = flags.get(name, "--" + name.replace("_", "-"))
-            text = re.sub(rf"(?<![\w/.-]){re.escape(name)}(?![\w/-])", flag, text)
+            keyword = re.compile(rf"(?<![\w/.-]){re.escape(name)}="
+                                 r"(?:'([^']*)'|\"([^\"]*)\"|([\w./-]+))")
+            if keyword.search(text):
+                text = keyword.sub(lambda m, flag=flag: _flag_value(flag, m), text)
+            else:
+                text = re.sub(rf"(?<![\w/.-]){re.escape(name)}(?![\w/-])", flag, text)
         return text
+
+
+def _flag_value(flag: str, match) -> str:
+    """`--flag value` for a matched ``name=value``; `--no-flag` for False, `--flag` for True."""
+    value = next(g for g in match.groups() if g is not None)
+    if value == "False":
+        return "--no-" + flag.removeprefix("--")
+    return flag if value == "True" else f"{flag} {value}"
 
 
 def check_int(value: object, name: str, minimum: int = 0) -> int:

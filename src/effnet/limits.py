@@ -137,9 +137,12 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def check_workers(workers: int, flag: str = "--workers") -> None:
-    """Refuse a number of worker processes below 0 or above the usable CPUs."""
+def check_workers(workers: int, name: str = "num_workers") -> None:
+    """Refuse a number of worker processes below 0 or above the usable CPUs (a ParameterError
+    naming parameter `name`)."""
+    from .errors import ParameterError
+
     cpus = usable_cpus()
     if not 0 <= workers <= cpus:
-        raise EffnetError(f"{flag} {workers} is out of range: use 0..{cpus} (worker processes, "
-                          f"at most the {cpus} CPU(s) this process may use)")
+        raise ParameterError(f"{name} {workers} is out of range: use 0..{cpus} (worker "
+                             f"processes, at most the {cpus} CPU(s) this process may use)", name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,15 +17,11 @@ from .nn.model import EfficientNet
 from .scaling import CompoundScaling, eval_crop_pct
 from .spec import NetworkSpec
 from .weights.load import load_weights
-from .weights.pretrained import (
-    is_pretrained_dir,
-    pretrained_cfg_from_config,
-    read_config,
-    spec_from_config,
-)
 from .weights.read import PACKAGED
+from .weights.resolve import FOLDER, RUN_FILE, ResolvedWeights, resolve_weights
 from .zoo import (  # list_models: re-exported
     MODELS,
+    ModelEntry,
     canonical_name,
     compound_scaled,
     list_models,  # noqa: F401
@@ -49,114 +46,185 @@ def create_model(name: str | None = None, pretrained: Any = None, num_classes: i
     `padding` is 'symmetric' (default, PyTorch style) or 'same' (TensorFlow
     SAME, for TF-ported weights). `bn_eps` defaults to TF's 1e-3; timm's
     `efficientnet_*` and torchvision's b0..b4 weights use 1e-5. `num_classes`
-    defaults to 1000.
+    defaults to 1000, or to the class count the weights say they have.
 
     `pretrained` loads weights with `effnet.load_weights` (a file, a state
     dict, or 'packaged' for the Lite0 ImageNet weights; True means 'packaged'
     for lite0), which also sets the padding and BN eps the weights need. A
-    folder written by `model.save_pretrained` restores that model: `name`
-    may then be left out.
+    folder written by `model.save_pretrained` (or a training run folder)
+    restores that model: `name` may then be left out.
 
     `spec` builds any baseline instead of a named model: a
     :class:`~effnet.spec.NetworkSpec`, its dict, or the path of a spec.json
     (e.g. the baseline `effnet nas` found), at 224 px; with `phi` it is
     compound-scaled like B0 (paper Eq. 3).
+
+    Resolve, then build: :func:`model_blueprint` resolves the weights once
+    (`effnet.weights.resolve_weights`) and reads what to build from them or from the zoo;
+    the built model gets the weights.
     """
-    _check_counts(num_classes, in_chans)
-    if spec is not None:
-        if name is not None:
-            raise EffnetError("give create_model a model name or spec=, not both")
-        return _from_spec(spec, pretrained=pretrained, num_classes=num_classes,
-                          in_chans=in_chans, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-                          features_only=features_only, out_indices=out_indices,
-                          padding=padding, bn_eps=bn_eps, phi=phi, scaling=scaling, **kwargs)
-    if pretrained is True:
-        pretrained = _default_pretrained(name)
-    if pretrained is not None and pretrained is not False and is_pretrained_dir(pretrained):
-        config = read_config(pretrained)
-        if name is None:
-            return _restore(pretrained, config, num_classes=num_classes, in_chans=in_chans,
-                            drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-                            features_only=features_only, out_indices=out_indices, **kwargs)
-        if num_classes is None:
-            num_classes = int(config.get("num_classes", 1000))
-    if name is None:
-        raise EffnetError("create_model needs a model name (one of "
-                         f"{', '.join(MODELS)}), or pretrained=<folder from save_pretrained>")
-    num_classes = 1000 if num_classes is None else num_classes
-    entry = MODELS[canonical_name(name)]
-    padding = padding or "symmetric"
-    if padding not in PADDING_MODES:
-        raise EffnetError(f"unknown padding {padding!r}: use one of {', '.join(PADDING_MODES)}")
-    cfg = entry.pretrained_cfg()
-    if phi is not None:
-        spec, resolution = compound_scaled(name, phi, scaling)
-        cfg["input_size"] = (3, resolution, resolution)
-        cfg["crop_pct"] = eval_crop_pct(resolution)
-    else:
-        spec = entry.spec
-    if kwargs:
-        raise TypeError(f"create_model got unexpected arguments: {', '.join(kwargs)}")
-    check_model_size(spec, cfg["input_size"][-1], in_chans, num_classes, activations=_real())
-    cfg["num_classes"] = num_classes
-    if in_chans != 3:
-        cfg["input_size"] = (in_chans,) + tuple(cfg["input_size"][1:])
-    model = build_model(
-        spec, features_only=features_only, out_indices=out_indices,
-        num_classes=num_classes, in_chans=in_chans,
-        drop_rate=entry.dropout if drop_rate is None else drop_rate,
-        drop_path_rate=0.2 if drop_path_rate is None else drop_path_rate,
-        padding=padding, bn_eps=TF_BN_EPS if bn_eps is None else bn_eps,
-        pretrained_cfg=cfg, model_name=entry.name if phi is None else spec.name)
-    if pretrained is not None and pretrained is not False:
-        load_weights(model, pretrained)
+    blueprint = model_blueprint(
+        name, pretrained, num_classes, in_chans, drop_rate, drop_path_rate, features_only,
+        out_indices, padding, bn_eps, phi, scaling, spec, **kwargs)
+    model = build_model(blueprint.spec, **blueprint.build)
+    if blueprint.weights is not None:
+        load_weights(model, blueprint.weights)
     return model
 
 
-def _from_spec(spec: NetworkSpec | dict | str | os.PathLike, pretrained: Any = None,
-               num_classes: int | None = None, in_chans: int = 3,
-               drop_rate: float | None = None, drop_path_rate: float | None = None,
-               padding: str | None = None, bn_eps: float | None = None,
-               phi: float | None = None, scaling: CompoundScaling | None = None,
-               **kwargs: Any) -> Model:
-    """create_model(spec=...): a baseline given as data, B0's preprocessing, optional phi."""
-    from .spec import load_spec, spec_from_dict
+@dataclass(frozen=True)
+class ModelBlueprint:
+    """What `create_model` builds: the network spec, build_model's other arguments, and the
+    weights to load into it (resolved)."""
 
-    if isinstance(spec, dict):
-        spec = spec_from_dict(spec)
-    elif not isinstance(spec, NetworkSpec):
-        spec = load_spec(spec)
+    spec: NetworkSpec
+    build: dict[str, Any]
+    weights: ResolvedWeights | None = None
+
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """The preprocessing the model will have (a folder's comes with its weights)."""
+        cfg = self.build.get("pretrained_cfg")
+        if cfg is None and self.weights is not None:
+            cfg = self.weights.pretrained_cfg
+        return dict(cfg or {})
+
+
+def model_blueprint(name: str | None = None, pretrained: Any = None,
+                    num_classes: int | None = None, in_chans: int = 3,
+                    drop_rate: float | None = None, drop_path_rate: float | None = None,
+                    features_only: bool = False, out_indices: Sequence[int] | None = None,
+                    padding: str | None = None, bn_eps: float | None = None,
+                    phi: float | None = None, scaling: CompoundScaling | None = None,
+                    spec: NetworkSpec | dict | str | os.PathLike | None = None,
+                    **kwargs: Any) -> ModelBlueprint:
+    """`create_model`'s first half: the weights resolved and what to build, checked against
+    the size limits, nothing built (the arguments are create_model's)."""
+    _check_counts(num_classes, in_chans)
+    if spec is not None and name is not None:
+        raise EffnetError("give create_model a model name or spec=, not both")
+    weights = _resolve(name, pretrained, custom=spec is not None)
+    user = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
+                drop_path_rate=drop_path_rate, features_only=features_only,
+                out_indices=out_indices)
+    if spec is None and name is None and weights is not None and weights.kind == FOLDER:
+        build = _folder_blueprint(weights, kwargs, **user)
+    else:
+        build = _zoo_blueprint(name, spec, weights, phi, scaling, padding, bn_eps, kwargs,
+                               **user)
+    return ModelBlueprint(build.pop("spec"), build, weights)
+
+
+def _resolve(name: str | None, pretrained: Any, custom: bool) -> ResolvedWeights | None:
+    """The weights to load (None for none); pretrained=True: the packaged ones, if any."""
+    if pretrained is None or pretrained is False:
+        return None
+    if pretrained is True:
+        if custom:
+            raise EffnetError("no weights ship for a custom spec: pass "
+                              "pretrained=<checkpoint file>")
+        pretrained = _default_pretrained(name)
+    return resolve_weights(pretrained)
+
+
+def _unexpected(kwargs: dict[str, Any]) -> None:
+    if kwargs:
+        raise TypeError(f"create_model got unexpected arguments: {', '.join(kwargs)}")
+
+
+def _check_padding(padding: str | None) -> str:
     padding = padding or "symmetric"
     if padding not in PADDING_MODES:
         raise EffnetError(f"unknown padding {padding!r}: use one of {', '.join(PADDING_MODES)}")
-    entry = MODELS["b0"]
-    cfg = entry.pretrained_cfg()
-    name = spec.name
-    if phi is not None:
+    return padding
+
+
+def _zoo_spec(name: str | None, spec: Any, weights: ResolvedWeights | None, phi: float | None,
+              scaling: CompoundScaling | None) -> tuple[ModelEntry, NetworkSpec, int | None, str]:
+    """(zoo entry giving the defaults, network spec, scaled resolution or None, model name) of
+    a named model, or of a custom spec (B0's defaults) with `spec`."""
+    if spec is not None:
+        entry = MODELS["b0"]
+        spec = _as_spec(spec)
+        if phi is None:
+            return entry, spec, None, spec.name
         scaling = scaling or CompoundScaling()
         resolution = scaling.coefficients(phi, entry.resolution).resolution
         spec = scaling.scale(spec, phi)
-        name = spec.name
+        return entry, spec, resolution, spec.name
+    if name is None and weights is not None and weights.kind == RUN_FILE:
+        name = weights.model_name  # an older run's .safetensors names its model
+    if name is None:
+        raise EffnetError("create_model needs a model name (one of "
+                          f"{', '.join(MODELS)}), or pretrained=<folder from save_pretrained>")
+    entry = MODELS[canonical_name(name)]
+    if phi is None:
+        return entry, entry.spec, None, entry.name
+    spec, resolution = compound_scaled(name, phi, scaling)
+    return entry, spec, resolution, spec.name
+
+
+def _as_spec(spec: NetworkSpec | dict | str | os.PathLike) -> NetworkSpec:
+    """create_model(spec=...): a NetworkSpec, its dict, or a spec.json path."""
+    from .spec import load_spec, spec_from_dict
+
+    if isinstance(spec, dict):
+        return spec_from_dict(spec)
+    return spec if isinstance(spec, NetworkSpec) else load_spec(spec)
+
+
+def _zoo_blueprint(name: str | None, spec: Any, weights: ResolvedWeights | None,
+                   phi: float | None, scaling: CompoundScaling | None, padding: str | None,
+                   bn_eps: float | None, kwargs: dict[str, Any], *, num_classes: int | None,
+                   in_chans: int, drop_rate: float | None, drop_path_rate: float | None,
+                   features_only: bool, out_indices: Sequence[int] | None) -> dict[str, Any]:
+    """build_model's arguments for a named model or a custom spec: the zoo's defaults (B0's for
+    a spec), the class count of weights that know theirs, the caller's choices over both."""
+    entry, spec, resolution, model_name = _zoo_spec(name, spec, weights, phi, scaling)
+    padding = _check_padding(padding)
+    cfg = entry.pretrained_cfg()
+    if resolution is not None:
         cfg["input_size"] = (3, resolution, resolution)
         cfg["crop_pct"] = eval_crop_pct(resolution)
-    features_only = bool(kwargs.pop("features_only", False))
-    out_indices = kwargs.pop("out_indices", None)
-    if kwargs:
-        raise TypeError(f"create_model got unexpected arguments: {', '.join(kwargs)}")
-    num_classes = 1000 if num_classes is None else num_classes
+    _unexpected(kwargs)
+    if num_classes is None:
+        num_classes = int(weights.num_classes) if weights is not None and \
+            weights.names_model else 1000
     check_model_size(spec, cfg["input_size"][-1], in_chans, num_classes, activations=_real())
     cfg["num_classes"] = num_classes
     cfg["input_size"] = (in_chans,) + tuple(cfg["input_size"][1:])
-    model = build_model(
-        spec, features_only=features_only, out_indices=out_indices, num_classes=num_classes,
-        in_chans=in_chans, drop_rate=entry.dropout if drop_rate is None else drop_rate,
-        drop_path_rate=0.2 if drop_path_rate is None else drop_path_rate, padding=padding,
-        bn_eps=TF_BN_EPS if bn_eps is None else bn_eps, pretrained_cfg=cfg, model_name=name)
-    if pretrained is not None and pretrained is not False and pretrained is not True:
-        load_weights(model, pretrained)
-    elif pretrained is True:
-        raise EffnetError("no weights ship for a custom spec: pass pretrained=<checkpoint file>")
-    return model
+    return dict(spec=spec, features_only=features_only, out_indices=out_indices,
+                num_classes=num_classes, in_chans=in_chans,
+                drop_rate=entry.dropout if drop_rate is None else drop_rate,
+                drop_path_rate=0.2 if drop_path_rate is None else drop_path_rate,
+                padding=padding, bn_eps=TF_BN_EPS if bn_eps is None else bn_eps,
+                pretrained_cfg=cfg, model_name=model_name)
+
+
+def _folder_blueprint(weights: ResolvedWeights, kwargs: dict[str, Any], *,
+                      num_classes: int | None, in_chans: int, drop_rate: float | None,
+                      drop_path_rate: float | None, features_only: bool,
+                      out_indices: Sequence[int] | None) -> dict[str, Any]:
+    """build_model's arguments that restore a save_pretrained folder's model (its full spec);
+    its preprocessing comes with its weights (load_weights)."""
+    _unexpected(kwargs)
+    config = weights.config or {}
+    spec = weights.network_spec()
+    in_chans = config.get("in_chans", in_chans)
+    _check_counts(config.get("num_classes", 1000), in_chans, " in config.json")
+    num_classes = int(config.get("num_classes", 1000) if num_classes is None else num_classes)
+    # A bare spec's model (a baseline built directly) saves no input size: check at 224 px.
+    check_model_size(spec, weights.pretrained_cfg.get("input_size", (3, 224, 224))[-1],
+                     in_chans, max(1, num_classes), activations=_real())
+    return dict(
+        spec=spec, features_only=features_only or bool(config.get("features_only", False)),
+        out_indices=out_indices if out_indices is not None else config.get("out_indices"),
+        num_classes=num_classes, in_chans=int(in_chans),
+        drop_rate=float(config.get("drop_rate", 0.2) if drop_rate is None else drop_rate),
+        drop_path_rate=float(config.get("drop_path_rate", 0.2) if drop_path_rate is None
+                             else drop_path_rate),
+        padding=config.get("padding", "symmetric"), bn_eps=float(config.get("bn_eps", TF_BN_EPS)),
+        model_name=str(config.get("model_name", spec.name)))
 
 
 def _check_counts(num_classes: Any, in_chans: Any, where: str = "") -> None:
@@ -191,33 +259,3 @@ def _default_pretrained(name: str | None) -> str:
     raise EffnetError(f"no weights ship for {name!r}: pass pretrained=<checkpoint file> "
                      "(timm, torchvision, TF-ported or effnet), or use 'lite0' with "
                      "pretrained='packaged'")
-
-
-def _restore(directory: Any, config: dict, num_classes: int | None = None, in_chans: int = 3,
-             drop_rate: float | None = None, drop_path_rate: float | None = None,
-             features_only: bool = False, out_indices: Sequence[int] | None = None,
-             **kwargs: Any) -> Model:
-    """Rebuild a model from a save_pretrained folder's config (its full spec) and load it."""
-    if kwargs:
-        raise TypeError(f"create_model got unexpected arguments: {', '.join(kwargs)}")
-    spec = spec_from_config(config)
-    cfg = pretrained_cfg_from_config(config)
-    in_chans = config.get("in_chans", in_chans)
-    _check_counts(config.get("num_classes", 1000), in_chans, " in config.json")
-    num_classes = int(config.get("num_classes", 1000) if num_classes is None else num_classes)
-    # A bare spec's model (a baseline built directly) saves no input size: check at 224 px.
-    check_model_size(spec, cfg.get("input_size", (3, 224, 224))[-1], in_chans,
-                     max(1, num_classes), activations=_real())
-    features_only = features_only or bool(config.get("features_only", False))
-    cfg["num_classes"] = 0 if features_only else num_classes
-    model = build_model(
-        spec, features_only=features_only,
-        out_indices=out_indices if out_indices is not None else config.get("out_indices"),
-        num_classes=num_classes, in_chans=int(in_chans),
-        drop_rate=float(config.get("drop_rate", 0.2) if drop_rate is None else drop_rate),
-        drop_path_rate=float(config.get("drop_path_rate", 0.2) if drop_path_rate is None
-                             else drop_path_rate),
-        padding=config.get("padding", "symmetric"), bn_eps=float(config.get("bn_eps", TF_BN_EPS)),
-        pretrained_cfg=cfg, model_name=str(config.get("model_name", spec.name)))
-    load_weights(model, directory)
-    return model

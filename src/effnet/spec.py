@@ -224,6 +224,17 @@ def spec_to_dict(spec: NetworkSpec) -> dict:
     return d
 
 
+def spec_from_fields(data: dict) -> NetworkSpec:
+    """The :class:`NetworkSpec` of :func:`spec_to_dict`'s data; a malformed field raises the
+    KeyError, TypeError or ValueError it causes (callers say what to do about it)."""
+    fields = dict(data)
+    fields["stages"] = tuple(StageSpec(**dict(s)) for s in fields["stages"])
+    if fields.get("coefficients") is not None:
+        fields["coefficients"] = tuple(fields["coefficients"])
+    fields.pop("meta", None)
+    return NetworkSpec(**fields)
+
+
 def spec_from_dict(data: dict) -> NetworkSpec:
     """A validated :class:`NetworkSpec` from :func:`spec_to_dict`'s data (or a spec.json's)."""
     if not isinstance(data, dict):
@@ -234,12 +245,7 @@ def spec_from_dict(data: dict) -> NetworkSpec:
             raise EffnetError("the spec file has no \"spec\" object: write it with "
                               "effnet.spec.save_spec")
     try:
-        fields = dict(data)
-        fields["stages"] = tuple(StageSpec(**dict(s)) for s in fields["stages"])
-        if fields.get("coefficients") is not None:
-            fields["coefficients"] = tuple(fields["coefficients"])
-        fields.pop("meta", None)
-        spec = NetworkSpec(**fields)
+        spec = spec_from_fields(data)
     except (KeyError, TypeError, ValueError) as err:
         raise EffnetError(f"not a valid network spec ({str(err).splitlines()[0][:160]}): give "
                           "a spec.json written by `effnet nas` or effnet.spec.save_spec") from None

@@ -51,50 +51,19 @@ def inference(name: str = "b0", batches: Sequence[int] = (1, 32),
     when `amp`.
     """
     dev = torch.device(device)
-    unknown = set(impls) - set(INFERENCE_IMPLS) - set(OPTIONAL_INFERENCE_IMPLS)
-    if unknown:
-        raise EffnetError(f"unknown implementation(s) {sorted(unknown)}: choose from "
-                          f"{', '.join(INFERENCE_IMPLS + OPTIONAL_INFERENCE_IMPLS)}")
-    if "onnxruntime" in impls and dev.type != "cpu":
-        impls = [i for i in impls if i != "onnxruntime"]
+    impls = _available(impls, dev)
     sources = reference_models(name, _sources_for(impls))
     res = resolution or create_model(name).pretrained_cfg["input_size"][-1]
     macs = count_macs(sources["effnet"], res)
     rows: list[InferenceRow] = []
     with num_threads(threads):
-        models: dict[str, Any] = {}
-        cl = dev.type == "cuda"
-        for impl in impls:
-            if impl in ("timm", "torchvision", "effnet"):
-                m = sources[impl].eval().to(dev)
-                models[impl] = m.to(memory_format=torch.channels_last) if cl else m
-            elif impl == "timm-cl":
-                models[impl] = copy.deepcopy(sources["timm"]).eval().to(dev).to(
-                    memory_format=torch.channels_last)
+        models = _placed(impls, sources, dev)
         for batch in batches:
             x = torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(batch))
             x = x.to(dev)
-            fns: dict[str, Callable[[], Any]] = {}
-            outputs: dict[str, Any] = {}
-            for impl in impls:
-                if impl == "onnxruntime":
-                    if "onnx_make" not in models:
-                        models["onnx_make"] = _onnx_runner(sources["effnet"].eval(), res, threads)
-                    fns[impl] = models["onnx_make"](x)
-                    continue
-                if impl == "effnet-fast":
-                    m = models.setdefault(impl, optimize_for_inference(sources["effnet"].to(dev)))
-                elif impl == "effnet-ts":
-                    m = optimize_for_inference(sources["effnet"].to(dev), example_input=x,
-                                               torchscript=True)
-                elif impl == "effnet-compile":
-                    m = models.setdefault(impl, optimize_for_inference(sources["effnet"].to(dev),
-                                                                       compile=True))
-                else:
-                    m = models[impl]
-                fns[impl] = _inference_call(m, x, dev, amp)
-            for impl, fn in fns.items():
-                outputs[impl] = fn()
+            fns = {impl: _runner(impl, models, sources, x, dev, amp, res, threads)
+                   for impl in impls}
+            outputs = {impl: fn() for impl, fn in fns.items()}
             ref = outputs.get(BASELINE, next(iter(outputs.values())))
             times = time_alternating(fns, repeats, min_time, device=dev, progress=progress)
             batch_rows = {impl: _row(impl, batch, times[impl], _max_diff(outputs[impl], ref),
@@ -103,6 +72,52 @@ def inference(name: str = "b0", batches: Sequence[int] = (1, 32),
     return InferenceResult(model=name, resolution=res, device=describe_device(dev), amp=amp,
                            threads=threads or torch.get_num_threads(), macs_per_image=macs,
                            baseline=BASELINE, rows=tuple(rows))
+
+
+def _available(impls: Sequence[str], dev: torch.device) -> Sequence[str]:
+    """`impls`, checked; onnxruntime only on CPU."""
+    unknown = set(impls) - set(INFERENCE_IMPLS) - set(OPTIONAL_INFERENCE_IMPLS)
+    if unknown:
+        raise EffnetError(f"unknown implementation(s) {sorted(unknown)}: choose from "
+                          f"{', '.join(INFERENCE_IMPLS + OPTIONAL_INFERENCE_IMPLS)}")
+    if "onnxruntime" in impls and dev.type != "cpu":
+        return [i for i in impls if i != "onnxruntime"]
+    return impls
+
+
+def _placed(impls: Sequence[str], sources: dict[str, nn.Module],
+            dev: torch.device) -> dict[str, Any]:
+    """The eager models on `dev` (channels_last on CUDA; timm-cl always)."""
+    models: dict[str, Any] = {}
+    cl = dev.type == "cuda"
+    for impl in impls:
+        if impl in ("timm", "torchvision", "effnet"):
+            m = sources[impl].eval().to(dev)
+            models[impl] = m.to(memory_format=torch.channels_last) if cl else m
+        elif impl == "timm-cl":
+            models[impl] = copy.deepcopy(sources["timm"]).eval().to(dev).to(
+                memory_format=torch.channels_last)
+    return models
+
+
+def _runner(impl: str, models: dict[str, Any], sources: dict[str, nn.Module], x: torch.Tensor,
+            dev: torch.device, amp: bool, res: int, threads: int | None) -> Callable[[], Any]:
+    """One timed call of `impl` on `x`; optimised models are made once, in `models` (the
+    TorchScript one per input, it is traced on it)."""
+    if impl == "onnxruntime":
+        if "onnx_make" not in models:
+            models["onnx_make"] = _onnx_runner(sources["effnet"].eval(), res, threads)
+        return models["onnx_make"](x)
+    if impl == "effnet-fast":
+        m = models.setdefault(impl, optimize_for_inference(sources["effnet"].to(dev)))
+    elif impl == "effnet-ts":
+        m = optimize_for_inference(sources["effnet"].to(dev), example_input=x, torchscript=True)
+    elif impl == "effnet-compile":
+        m = models.setdefault(impl, optimize_for_inference(sources["effnet"].to(dev),
+                                                           compile=True))
+    else:
+        m = models[impl]
+    return _inference_call(m, x, dev, amp)
 
 
 def _row(impl: str, batch: int, seconds: Sequence[float], max_abs_diff: float,

@@ -33,6 +33,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run one benchmark, print its table and optionally write JSON."""
     from .. import bench
 
+    _check_args(args)
+    progress = None if args.quiet else _progress
+    results = TASK_RUNNERS[args.task](args, progress)
+    print(bench.format_table(results))
+    if args.json:
+        path = bench.write_json(results, args.json)
+        print(f"wrote {path}")
+    return 0
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Threads, repeats (default 7, training 3) and the device, checked before any work."""
     if args.threads is not None and args.threads < 1:
         raise EffnetError("--threads must be >= 1")
     if args.repeats is None:
@@ -44,42 +56,57 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise EffnetError("--device cuda: no CUDA device here; use --device cpu")
-    progress = None if args.quiet else _progress
-    task = args.task
-    results: bench.BenchResult
-    if task == "inference":
-        impls = _names(args.impls) or list(bench.INFERENCE_IMPLS)
-        if args.compile and "effnet-compile" not in impls:
-            impls.append("effnet-compile")
-        results = bench.inference(args.model, _ints(args.batch or "1,32"), impls,
-                                  args.resolution, args.repeats, threads=args.threads,
-                                  device=args.device, amp=args.amp, progress=progress)
-    elif task == "training":
-        impls = _names(args.impls) or list(bench.TRAINING_IMPLS)
-        results = bench.training(args.model, _ints(args.batch or "64")[0], impls,
-                                 args.resolution, args.repeats, threads=args.threads,
-                                 device=args.device, amp=args.amp,
-                                 channels_last=args.channels_last, peak=not args.no_peak,
-                                 progress=progress)
-    elif task == "memory":
-        impls = _names(args.impls) or ["timm", "effnet", "effnet-memeff"]
-        results = bench.memory_report(args.model, _ints(args.batch or "8")[0], args.resolution,
-                                      impls)
-    elif task == "table4":
-        results = bench.table4(args.repeats, threads=args.threads or 1, progress=progress)
-    else:
-        rows: tuple[bench.InferenceRow, ...] | None = None
-        if args.with_inference:
-            rows = bench.inference(args.model, _ints(args.batch or "1,32"),
-                                   ["timm", "effnet", "effnet-fast", "effnet-ts",
-                                    "onnxruntime"], args.resolution,
-                                   args.repeats, threads=args.threads, progress=progress).rows
-        results = bench.machine_limits(args.model, args.threads, rows)
-    print(bench.format_table(results))
-    if args.json:
-        path = bench.write_json(results, args.json)
-        print(f"wrote {path}")
-    return 0
+
+
+def _inference(args: argparse.Namespace, progress):
+    from .. import bench
+
+    impls = _names(args.impls) or list(bench.INFERENCE_IMPLS)
+    if args.compile and "effnet-compile" not in impls:
+        impls.append("effnet-compile")
+    return bench.inference(args.model, _ints(args.batch or "1,32"), impls, args.resolution,
+                           args.repeats, threads=args.threads, device=args.device, amp=args.amp,
+                           progress=progress)
+
+
+def _training(args: argparse.Namespace, progress):
+    from .. import bench
+
+    impls = _names(args.impls) or list(bench.TRAINING_IMPLS)
+    return bench.training(args.model, _ints(args.batch or "64")[0], impls, args.resolution,
+                          args.repeats, threads=args.threads, device=args.device, amp=args.amp,
+                          channels_last=args.channels_last, peak=not args.no_peak,
+                          progress=progress)
+
+
+def _memory(args: argparse.Namespace, progress):
+    from .. import bench
+
+    impls = _names(args.impls) or ["timm", "effnet", "effnet-memeff"]
+    return bench.memory_report(args.model, _ints(args.batch or "8")[0], args.resolution, impls)
+
+
+def _table4(args: argparse.Namespace, progress):
+    from .. import bench
+
+    return bench.table4(args.repeats, threads=args.threads or 1, progress=progress)
+
+
+def _limits(args: argparse.Namespace, progress):
+    from .. import bench
+
+    rows: tuple[bench.InferenceRow, ...] | None = None
+    if args.with_inference:
+        rows = bench.inference(args.model, _ints(args.batch or "1,32"),
+                               ["timm", "effnet", "effnet-fast", "effnet-ts", "onnxruntime"],
+                               args.resolution, args.repeats, threads=args.threads,
+                               progress=progress).rows
+    return bench.machine_limits(args.model, args.threads, rows)
+
+
+# Each task of `effnet bench`: (args, progress callback) -> its result.
+TASK_RUNNERS = {"inference": _inference, "training": _training, "memory": _memory,
+                "table4": _table4, "limits": _limits}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

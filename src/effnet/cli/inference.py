@@ -13,36 +13,32 @@ from ..weights import LAYOUTS
 
 def cmd_convert(args: argparse.Namespace) -> int:
     """Load any supported checkpoint into a named model and save it in effnet's format."""
-    from ..inference.predict import check_finite, run_weights, train_metadata
-    from ..model_factory import create_model
-    from ..weights import is_pretrained_dir, load_weights, read_config
+    from ..inference.predict import check_finite
+    from ..model_factory import build_model, model_blueprint
+    from ..weights import load_weights, resolve_weights
+    from ..weights.resolve import FOLDER, RUN_FILE
 
-    source = run_weights(args.source)  # a training run folder: its best weights
+    weights = resolve_weights(args.source)  # a training run folder: its best weights
+    source = weights.source
     out = Path(args.output)
     if (out.is_file() or (out.is_dir() and any(out.iterdir()))) and not args.force:
         raise EffnetError(f"--output {out} exists: add --force to replace the model there, or "
                           "give another folder")
     kwargs: dict = {"num_classes": args.num_classes}
-    found = train_metadata(source)  # a run's .safetensors keeps its classes and preprocessing
-    if found is not None:
-        stored, cfg = found
-        kwargs.update(num_classes=args.num_classes or stored["num_classes"],
-                      in_chans=stored["in_chans"])
-    elif is_pretrained_dir(source) and args.num_classes is None:
-        config = read_config(source)
-        kwargs.update(num_classes=int(config.get("num_classes", 1000)),
-                      in_chans=int(config.get("in_chans", 3)))
-    name = args.model or (found[0].get("name") if found is not None else None)
+    if weights.kind == RUN_FILE or (weights.kind == FOLDER and args.num_classes is None):
+        # the weights keep their classes and channels
+        kwargs.update(num_classes=args.num_classes or int(weights.num_classes),
+                      in_chans=int(weights.in_chans))
+    name = args.model or (weights.model_name if weights.kind == RUN_FILE else None)
     if name is not None:
-        model = create_model(name, **kwargs)
-    elif is_pretrained_dir(source):  # its config.json names the model (or holds its spec)
-        model = create_model(pretrained=source, **kwargs)
+        blueprint = model_blueprint(name, **kwargs)
+    elif weights.kind == FOLDER:  # its config.json names the model (or holds its spec)
+        blueprint = model_blueprint(pretrained=weights, **kwargs)
     else:
         raise EffnetError(f"give --model: {source} is not a save_pretrained folder or a training "
                           "run, so it does not say which model it holds")
-    result = load_weights(model, source, layout=args.layout, adapt=False)
-    if found is not None:
-        model.pretrained_cfg.update(found[1], num_classes=model.num_classes)
+    model = build_model(blueprint.spec, **blueprint.build)  # the weights: loaded once, below
+    result = load_weights(model, weights, layout=args.layout, adapt=False)
     check_finite(model, source)
     if args.to != "effnet":  # timm's or torchvision's layout
         from ..weights.convert import save_foreign
@@ -59,18 +55,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a model with its weights to ONNX (dynamic batch) or TorchScript."""
     from ..inference.export import check_opset, export, max_onnx_difference
-    from ..inference.predict import model_from_weights, run_weights, train_metadata
+    from ..inference.predict import model_from_weights
     from ..limits import check_resolution
     from ..model_factory import create_model
-    from ..weights import is_pretrained_dir
+    from ..weights import resolve_weights
 
     name = args.name
-    if args.weights is None and (is_pretrained_dir(run_weights(name))
-                                 or train_metadata(name) is not None):
-        name, weights = None, run_weights(name)
+    if args.weights is None and (named := resolve_weights(name)).names_model:
+        name, weights = None, named  # a folder or run that names its model
     else:
-        weights = run_weights(args.weights)
-    _check_output(args.output, weights, args.force)
+        weights = resolve_weights(args.weights) if args.weights is not None else None
+    _check_output(args.output, weights.source if weights is not None else None, args.force)
     check_opset(args.opset)
     model = (model_from_weights(name, weights) if weights is not None
              else create_model(name)).eval()

@@ -9,7 +9,7 @@ from ..errors import EffnetError
 
 MIN_RESOLUTION = 32  # px: the network downsamples 32x
 # The library's parameters whose flag is not --name-with-dashes (ParameterError.with_flags).
-FLAGS = {"n_trials": "--trials", "phis": "--phi", "root": "--data"}
+FLAGS = {"n_trials": "--trials", "phis": "--phi", "root": "--data", "num_workers": "--workers"}
 
 
 def parse_phis(text: str) -> list[float]:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
-from ..data.registry import DATASET_FACTS
 from ..errors import EffnetError
-from ..limits import check_resolution, check_workers
+
+if TYPE_CHECKING:
+    from ..train import FitResult, TrainPlan
 
 RECIPE_HELP = ("auto (default): paper for runs of >= 100 epochs and >= 100,000 steps, else "
                "short; paper: Section 5.2 (RMSprop TF-style, lr 0.016/256 images, 5 warm-up "
@@ -103,163 +105,71 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
-# Input channels of the small datasets (effnet.data.registry, the one table of dataset facts).
-SMALL_DATASETS = {name: facts.in_chans for name, facts in DATASET_FACTS.items()}
-
-
-def _initialise(model, args: argparse.Namespace, recipe) -> list[str]:
-    """The recipe's starting point for a model trained from scratch; what was done, in words."""
-    from ..train.init import zero_init_head, zero_init_last
-
-    inits = []
-    if args.zero_init_head or (recipe.zero_init_head and not args.pretrained):
-        zero_init_head(model)
-        inits.append("zero classifier")
-    if recipe.zero_init_last and not args.pretrained:
-        zero_init_last(model)
-        inits.append("zero residual branches")
-    return inits
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    """Build model and data, call effnet.train.fit, print where the results are."""
+    """Parse the flags into `effnet.train.plan_run` (which decides the defaults), run
+    `effnet.train.fit`, print where the results are."""
     import torch
 
-    from ..data.datasets import DATASETS, build_data
-    from ..model_factory import create_model
-    from ..train import TrainConfig, fit, get_recipe
-    from ..train.recipes import AUTO
-    from ..zoo import MODELS, canonical_name
+    from ..train import TrainConfig, plan_run
 
-    if args.dataset not in DATASETS:
-        raise EffnetError(f"unknown dataset {args.dataset!r}: use one of {', '.join(DATASETS)}")
-    try:
-        name = canonical_name(args.model)
-    except (KeyError, ValueError):
-        raise EffnetError(f"unknown model {args.model!r}: use one of {', '.join(MODELS)}") from None
-    _check_numbers(args)
+    if args.threads is not None and not args.threads >= 1:
+        raise EffnetError(f"--threads {args.threads} is out of range: use >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe = None if args.recipe == AUTO else get_recipe(args.recipe)
-    small = args.dataset in SMALL_DATASETS
-    image_size = args.image_size if args.image_size is not None else (
-        32 if small else MODELS[name].resolution)
-    in_chans = args.in_chans if args.in_chans is not None else (
-        SMALL_DATASETS.get(args.dataset, 3) if not args.pretrained else 3)
-    augment = args.augment or (recipe.augment if recipe else "light")
-    output = args.output or os.path.join("runs", f"{name}-{args.dataset}")
-
-    torch.manual_seed(args.seed)  # the model's init
-    probe = create_model(name, num_classes=0, phi=args.phi)
-    check_resolution(probe, image_size)  # --image-size may ask for more than the model's own
-
-    def load_data(augment: str):
-        return build_data(args.dataset, args.data, image_size=image_size, in_chans=in_chans,
-                          augment=augment, val_fraction=args.val_fraction, seed=args.seed,
-                          cfg=probe.pretrained_cfg, download=not args.no_download)
-
-    data = load_data(augment)
-    why = ""
-    if recipe is None:
-        recipe, why = _auto_recipe(args, len(data.train), output)
-        if args.augment is None and recipe.augment != augment:
-            augment = recipe.augment
-            data = load_data(augment)
-    kwargs = dict(num_classes=data.num_classes, in_chans=in_chans, phi=args.phi,
-                  drop_rate=args.drop_rate if args.drop_rate is not None else recipe.drop_rate,
-                  drop_path_rate=(args.drop_path_rate if args.drop_path_rate is not None
-                                  else recipe.drop_path_rate))
-    torch.manual_seed(args.seed)
-    if args.pretrained:
-        model = _pretrained_model(name, args.pretrained, kwargs)
-    else:
-        model = create_model(name, **kwargs)
-    # timm-style: the weights carry the preprocessing and class names they were trained with,
-    # so `effnet predict/eval --weights OUTPUT/best` need no flags
-    model.pretrained_cfg.update(data.data_cfg, num_classes=data.num_classes,
-                                label_names=list(data.classes))
-    inits = _initialise(model, args, recipe)
-    if args.memory_efficient:
-        model.set_memory_efficient(True)
-    if args.grad_checkpointing:
-        model.set_grad_checkpointing(True)
-
     cfg = TrainConfig(
         epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
-        recipe=recipe, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
+        recipe=args.recipe, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, schedule=args.schedule,
         label_smoothing=args.label_smoothing, ema_decay=args.ema_decay,
         grad_clip=args.grad_clip, bn_momentum=args.bn_momentum, seed=args.seed,
         device=args.device, amp=args.amp,
         channels_last=not args.no_channels_last, compile=args.compile,
-        num_workers=args.workers, output=output, resume=args.resume, force=args.force,
+        num_workers=args.workers, output=args.output, resume=args.resume, force=args.force,
         checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
         tensorboard=args.tensorboard, progress=not args.no_progress,
-        deterministic=args.deterministic, image_size=image_size,
-        model_name=model.model_name)
+        deterministic=args.deterministic)
+    plan = plan_run(args.dataset, args.model, root=args.data, phi=args.phi,
+                    pretrained=args.pretrained, image_size=args.image_size,
+                    in_chans=args.in_chans, val_fraction=args.val_fraction, augment=args.augment,
+                    drop_rate=args.drop_rate, drop_path_rate=args.drop_path_rate,
+                    zero_init_head=args.zero_init_head, memory_efficient=args.memory_efficient,
+                    grad_checkpointing=args.grad_checkpointing, download=not args.no_download,
+                    config=cfg)
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
-        if why:
-            print(f"effnet train: recipe auto -> {recipe.name}: {why}", flush=True)
-        print(f"effnet train: {model.model_name} on {args.dataset} "
-              f"({len(data.train)} train, {len(data.val) if data.val else 0} val, "
-              f"{len(data.test) if data.test else 0} test images, {data.num_classes} classes) "
-              f"at {image_size}px, {in_chans} channel(s), recipe {recipe.name}, "
-              f"augment {augment}{''.join(', ' + i for i in inits)} -> {output}", flush=True)
+        _announce(plan, args.dataset)
     try:
-        result = fit(model, data.train, data.val, data.test, cfg)
+        result = plan.fit()
     finally:
         from ..train.distributed import DistInfo, cleanup
 
         cleanup(DistInfo(world_size=int(os.environ.get("WORLD_SIZE", "1"))))
     if is_main:
-        def pct(v: float | None) -> str:
-            return "-" if v is None else f"{100 * v:.2f}%"
-
-        best_test = next((r.get("test_top1") for r in result.history
-                          if r["epoch"] == result.best_epoch), None)
-        print(f"done in {result.wall_s / 60:.1f} min: val top-1 {pct(result.val_top1)} "
-              f"(best {pct(result.best_top1)} at epoch {result.best_epoch}), "
-              f"test top-1 {pct(result.test_top1)} (at best epoch {pct(best_test)}); "
-              f"{output}/summary.json, {output}/best/ (effnet predict --weights {output})")
+        _report(result, plan.config.output)
     return 0
 
 
-def _check_numbers(args: argparse.Namespace) -> None:
-    """Out-of-range numbers are errors naming the allowed range, not silently replaced."""
-    checks = [("--image-size", args.image_size, 32, "at least 32 px (the network downsamples "
-               "32x)"), ("--epochs", args.epochs, 0, ">= 0 (0 with --max-steps)"),
-              ("--max-steps", args.max_steps, 1, ">= 1"),
-              ("--batch-size", args.batch_size, 1, ">= 1"),
-              ("--eval-every", args.eval_every, 1, ">= 1 (evaluate every N epochs)"),
-              ("--checkpoint-every", args.checkpoint_every, 0, ">= 0 (0: per epoch only)"),
-              ("--threads", args.threads, 1, ">= 1"),
-              ("--lr", args.lr, 0, ">= 0"), ("--in-chans", args.in_chans, 1, "1 or 3")]
-    for flag, value, low, allowed in checks:
-        if value is not None and not value >= low:  # also refuses NaN
-            raise EffnetError(f"{flag} {value} is out of range: use {allowed}")
-    check_workers(args.workers)
+def _announce(plan: TrainPlan, dataset: str) -> None:
+    """What is about to be trained, on what, how, and where it goes."""
+    data, output = plan.data, plan.config.output
+    if plan.why:
+        print(f"effnet train: recipe auto -> {plan.recipe.name}: {plan.why}", flush=True)
+    print(f"effnet train: {plan.model.model_name} on {dataset} "
+          f"({len(data.train)} train, {len(data.val) if data.val else 0} val, "
+          f"{len(data.test) if data.test else 0} test images, {data.num_classes} classes) "
+          f"at {plan.image_size}px, {plan.in_chans} channel(s), recipe {plan.recipe.name}, "
+          f"augment {plan.augment}{''.join(', ' + i for i in plan.inits)} -> {output}",
+          flush=True)
 
 
-def _auto_recipe(args: argparse.Namespace, n_train: int, output: str):
-    """--recipe auto: a resumed run's own recipe, else choose_recipe by the run's length."""
-    from ..train.recipes import choose_recipe
-    from ..train.rundir import run_recipe
+def _report(result: FitResult, output: object) -> None:
+    """Accuracies and the run's files."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.2f}%"
 
-    if args.resume:
-        saved = run_recipe(output)
-        if saved is not None:
-            return saved, "the recipe of the run being resumed"
-    steps_per_epoch = max(1, n_train // max(1, args.batch_size))
-    total = args.epochs * steps_per_epoch
-    if args.max_steps is not None:
-        total = min(total, args.max_steps) if args.epochs else args.max_steps
-    return choose_recipe(total, total / steps_per_epoch)
-
-
-def _pretrained_model(name: str, pretrained: str, kwargs: dict):
-    """create_model with weights; a classifier or input conv of another size is adapted (timm's
-    rule, with a notice): see `effnet.weights.load_weights`."""
-    from ..model_factory import create_model
-
-    return create_model(name, pretrained=pretrained, **kwargs)
+    best_test = next((r.get("test_top1") for r in result.history
+                      if r["epoch"] == result.best_epoch), None)
+    print(f"done in {result.wall_s / 60:.1f} min: val top-1 {pct(result.val_top1)} "
+          f"(best {pct(result.best_top1)} at epoch {result.best_epoch}), "
+          f"test top-1 {pct(result.test_top1)} (at best epoch {pct(best_test)}); "
+          f"{output}/summary.json, {output}/best/ (effnet predict --weights {output})")

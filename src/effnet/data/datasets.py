@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ..errors import EffnetError
+from ..errors import EffnetError, ParameterError
 from .augment import train_transform
 from .images import IMG_EXTENSIONS, load_image
 from .registry import DATASETS
@@ -148,8 +148,9 @@ def load_fashion_mnist(root: str | Path | None = None, download: bool = True
     found = _find_fashion_mnist(root)
     if found is None:
         if not download:
-            raise EffnetError("Fashion-MNIST not found: `apt-get install dataset-fashion-mnist` "
-                              "or pass --data DIR with the idx files")
+            raise ParameterError("Fashion-MNIST not found: `apt-get install "
+                                 "dataset-fashion-mnist` or pass root=DIR with the idx files",
+                                 "root")
         from torchvision.datasets import FashionMNIST
 
         dl_root = Path(root or Path.home() / ".cache" / "effnet")
@@ -157,8 +158,9 @@ def load_fashion_mnist(root: str | Path | None = None, download: bool = True
             FashionMNIST(str(dl_root), train=True, download=True)
             FashionMNIST(str(dl_root), train=False, download=True)
         except Exception as err:  # network errors come in many types
-            raise EffnetError(f"Fashion-MNIST download failed ({err}); install the Debian package "
-                              "dataset-fashion-mnist or pass --data DIR") from None
+            raise ParameterError(f"Fashion-MNIST download failed ({err}); install the Debian "
+                                 "package dataset-fashion-mnist or pass root=DIR",
+                                 "root") from None
         found = dl_root / "FashionMNIST" / "raw"
 
     def pick(name: str) -> Path:
@@ -178,8 +180,9 @@ def load_fashion_mnist(root: str | Path | None = None, download: bool = True
 # ---------------------------------------------------------------- image folders
 def _check_class_dirs(root: Path) -> list[str]:
     if not root.is_dir():
-        raise EffnetError(f"data folder {root} does not exist: pass --data DIR holding one "
-                          "sub-folder of images per class (or train/ and val/ such folders)")
+        raise ParameterError(f"data folder {root} does not exist: pass root=DIR holding one "
+                             "sub-folder of images per class (or train/ and val/ such folders)",
+                             "root")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise EffnetError(f"no class folders in {root}: put each class's images in "
@@ -233,11 +236,12 @@ def build_data(name: str, root: str | Path | None = None, *, image_size: int, in
     eval_tf = eval_transform(data_cfg)
     if name == "imagefolder":
         if root is None:
-            raise EffnetError("--dataset imagefolder needs --data DIR")
+            raise ParameterError("dataset='imagefolder' needs root=DIR", "dataset", "root")
         root = Path(root)
         if not root.is_dir():
-            raise EffnetError(f"data folder {root} does not exist: pass --data DIR holding one "
-                              "sub-folder of images per class (or train/ and val/ such folders)")
+            raise ParameterError(f"data folder {root} does not exist: pass root=DIR holding "
+                                 "one sub-folder of images per class (or train/ and val/ such "
+                                 "folders)", "root")
         if (root / "train").is_dir():
             train_base = image_folder(root / "train")
             val_dir = next((root / d for d in ("val", "validation") if (root / d).is_dir()), None)
@@ -259,8 +263,9 @@ def build_data(name: str, root: str | Path | None = None, *, image_size: int, in
                           data_cfg)
 
     if root is not None and not Path(root).is_dir():  # never fall back to another copy
-        raise EffnetError(f"--data {root} does not exist: give the folder holding the {name} "
-                          "files, or drop --data to use the installed or downloaded copy")
+        raise ParameterError(f"root {root} does not exist: give the folder holding the {name} "
+                             "files, or drop root to use the installed or downloaded copy",
+                             "root")
     if name == "fashion-mnist":
         splits = load_fashion_mnist(root, download=download)
         classes: Sequence[str] = FASHION_MNIST_CLASSES
@@ -273,6 +278,18 @@ def build_data(name: str, root: str | Path | None = None, *, image_size: int, in
     test_ds = TransformedDataset(TensorImageDataset(*splits["test"]), eval_tf, seed)
     return DataBundle(train_ds, val_ds, test_ds, len(classes), in_chans, list(classes), name,
                       data_cfg)
+
+
+def with_augment(data: DataBundle, augment: str) -> DataBundle:
+    """`data` with its training images augmented by `augment` instead: same images, same split,
+    nothing loaded again (the eval side is unchanged)."""
+    from dataclasses import replace
+
+    cfg, train = data.data_cfg, data.train
+    channels, size = cfg["input_size"][0], cfg["input_size"][-1]
+    tf = train_transform(size, augment, interp=cfg["interpolation"], in_chans=channels,
+                         mean=cfg["mean"], std=cfg["std"])
+    return replace(data, train=TransformedDataset(train.base, tf, train.seed))
 
 
 def native_arrays(name: str, root: str | Path | None = None, download: bool = True,
@@ -307,9 +324,10 @@ def _load_cifar(name: str, root: str | Path | None, download: bool):
             x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
             out[split] = (x, torch.tensor(ds.targets, dtype=torch.int64))
     except RuntimeError as err:
-        raise EffnetError(f"{name} not found in {root} ({err}); drop --no-download or pass "
-                          "--data DIR holding the torchvision copy") from None
+        raise ParameterError(f"{name} not found in {root} ({err}); drop download=False or "
+                             "pass root=DIR holding the torchvision copy", "download",
+                             "root") from None
     except OSError as err:
-        raise EffnetError(f"{name} download failed ({err}); pass --data DIR with the "
-                          "torchvision copy") from None
+        raise ParameterError(f"{name} download failed ({err}); pass root=DIR with the "
+                             "torchvision copy", "root") from None
     return out, list(ds.classes)

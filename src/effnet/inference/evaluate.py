@@ -73,10 +73,11 @@ def class_mapping(folders: Sequence[str], num_classes: int,
                               f"model's class names ({', '.join(map(str, label_names[:4]))}, "
                               "...): rename them to class names or to class indices")
         if not all(f.isdigit() and int(f) < num_classes for f in folders):
-            raise EffnetError(
+            raise ParameterError(
                 f"class folders ({', '.join(folders[:3])}, ...) match none of the model's class "
                 f"names ({', '.join(map(str, label_names[:4]))}, ...): rename them, or pass "
-                f"--class-order sorted to take sorted folders as classes 0..{num_classes - 1}")
+                f"class_order='sorted' to take sorted folders as classes 0..{num_classes - 1}",
+                "class_order")
     if all(f.isdigit() and int(f) < num_classes for f in folders):
         return {f: int(f) for f in folders}, False
     if len(folders) == num_classes:

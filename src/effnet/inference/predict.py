@@ -25,7 +25,7 @@ from ..data.transforms import eval_transform
 from ..errors import EffnetError, ParameterError
 from ..limits import check_resolution
 from ..model_factory import create_model
-from ..weights.pretrained import is_pretrained_dir
+from ..weights.resolve import RUN_FILE, resolve_weights
 
 RUNTIMES = ("torch", "onnxruntime")
 MIN_IMAGE_SIZE = 32
@@ -45,62 +45,24 @@ def imagenet_synsets() -> tuple[str, ...]:
     return tuple(line for line in text.splitlines() if line)
 
 
-def run_weights(weights: Any) -> Any:
-    """A training run folder stands for its best weights (RUN/best, a save_pretrained folder)."""
-    if isinstance(weights, str | os.PathLike) and not is_pretrained_dir(weights) \
-            and is_pretrained_dir(Path(weights) / "best"):
-        return Path(weights) / "best"
-    return weights
-
-
-def train_metadata(weights: Any) -> tuple[dict, dict] | None:
-    """(create_model kwargs, pretrained_cfg) stored in a `.safetensors` written by effnet train
-    (RUN/best.safetensors, RUN/final.safetensors), or None for any other weights."""
-    if not isinstance(weights, str | os.PathLike) or Path(weights).suffix != ".safetensors" \
-            or not Path(weights).is_file():
-        return None
-    import json
-
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(weights), "pt") as f:
-            meta = f.metadata() or {}
-    except Exception:  # safetensors' own errors: load_weights says what is wrong with the file
-        return None
-    try:
-        if "num_classes" not in meta or "pretrained_cfg" not in meta:
-            return None
-        cfg = json.loads(meta["pretrained_cfg"])
-        kwargs: dict[str, Any] = {"num_classes": int(meta["num_classes"]),
-                                  "in_chans": int(cfg.get("input_size", (3,))[0])}
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return None
-    if "padding" in meta:
-        kwargs["padding"] = meta["padding"]
-    if meta.get("model_name"):
-        kwargs["name"] = meta["model_name"]
-    return kwargs, cfg
-
-
 def model_from_weights(name: str | None, weights: Any) -> torch.nn.Module:
     """create_model(name, pretrained=weights), where weights may also be a training run folder
-    or a run's .safetensors (its stored class count, channels and preprocessing are used).
+    or an older run's .safetensors (its stored class count, channels and preprocessing are
+    used); `weights` is resolved once (`effnet.weights.resolve_weights`).
 
     For inference (predict, eval, export): weights whose classifier does not fit the model
     (another class count or shape, which training would re-initialise) are refused, and so
     is a model without a classifier.
     """
-    weights = run_weights(weights)
-    found = train_metadata(weights)
+    resolved = resolve_weights(weights)
+    weights = resolved.source
+    kwargs: dict[str, Any] = {}
+    if resolved.kind == RUN_FILE:  # the run's classes and channels, over a given name's
+        kwargs.update(num_classes=resolved.num_classes, in_chans=resolved.in_chans)
+        if resolved.padding is not None:
+            kwargs["padding"] = resolved.padding
     with _trained_classifier(weights):
-        if found is None:
-            model = create_model(name, pretrained=weights)
-        else:
-            kwargs, cfg = found
-            stored_name = kwargs.pop("name", None)
-            model = create_model(name or stored_name, pretrained=weights, **kwargs)
-            model.pretrained_cfg.update(cfg)
+        model = create_model(name, pretrained=resolved, **kwargs)
     if not model.num_classes:
         raise EffnetError(f"the model of {weights} has no classifier (num_classes 0): predict, "
                           "eval and export need one; set num_classes in its config.json to the "
@@ -171,20 +133,21 @@ def prepare_model(model: str | None, weights: Any, runtime: str = "torch",
     """
     if runtime not in RUNTIMES:
         raise EffnetError(f"unknown runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
-    if weights is None and model is not None and is_pretrained_dir(model):
+    if weights is None and model is not None and resolve_weights(model).names_model:
         model, weights = None, model
     if weights is None:
         raise ParameterError("inference needs trained weights: pass weights FILE|DIR|packaged",
                              "weights")
-    weights = run_weights(weights)
+    resolved = resolve_weights(weights)
+    weights = resolved.source
     if image_size is not None and image_size < MIN_IMAGE_SIZE:
         raise ParameterError(f"image_size {image_size} is too small: use at least "
                              f"{MIN_IMAGE_SIZE} px (the network downsamples 32x)", "image_size")
-    if model is None and not is_pretrained_dir(weights) and train_metadata(weights) is None:
-        raise EffnetError(f"--model is needed for {weights}: only folders written by "
-                          "save_pretrained / `effnet convert` and effnet train's weights carry "
-                          "their model name")
-    net = model_from_weights(model, weights).eval()
+    if model is None and not resolved.names_model:
+        raise ParameterError(f"model is needed for {weights}: only folders written by "
+                             "save_pretrained / `effnet convert` and effnet train's weights "
+                             "name the network they hold", "model")
+    net = model_from_weights(model, resolved).eval()
     cfg = dict(net.pretrained_cfg)
     size = int(image_size or cfg["input_size"][-1])
     if size < MIN_IMAGE_SIZE:

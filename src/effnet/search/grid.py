@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
+from ..errors import ParameterError
 from ..scaling import flops_constraint
 
 
@@ -72,8 +73,8 @@ def _axis(step: float, target: float, tolerance: float,
         upper = min(upper, cap)
     n_max = int((upper - 1) / step_q)
     if n_max > 10_000:
-        raise ValueError(f"grid step {step} is too fine for this range ({n_max + 1} values per "
-                         "axis): use a larger --grid-step")
+        raise ParameterError(f"grid step {step} is too fine for this range ({n_max + 1} values "
+                             "per axis): use a larger grid_step", "grid_step")
     return [1 + k * step_q for k in range(n_max + 1)], target_q, tol_q
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import EffnetError
+from ..errors import EffnetError, ParameterError
 from ..proxy.candidates import Cost, measure
 from ..proxy.queue import (
     GRACE_S,
@@ -171,9 +171,10 @@ def run_search(cfg: SearchConfig, storage: str = "sqlite:///search.db",
     url = storage_url(storage)
     points = cfg.points()
     if not points:
-        raise EffnetError(f"the grid is empty: no (alpha, beta, gamma) with step {cfg.grid_step} "
-                          f"has alpha*beta^2*gamma^2 within {cfg.tolerance} of {cfg.target}; "
-                          "raise --tolerance or lower --grid-step")
+        raise ParameterError(f"the grid is empty: no (alpha, beta, gamma) with step "
+                             f"{cfg.grid_step} has alpha*beta^2*gamma^2 within {cfg.tolerance} "
+                             f"of {cfg.target}; raise tolerance or lower grid_step",
+                             "tolerance", "grid_step")
     store = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     if data is None:
         data = ProxyData(cfg.dataset, root, cfg.recipe, download=download)

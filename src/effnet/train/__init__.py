@@ -10,7 +10,9 @@ with the proxy trainer instead, :func:`effnet.proxy.trainer.train_proxy`)::
                  output=None, progress=False)     # output=None: nothing written
     result.val_top1, result.best_top1              # fractions in [0, 1]
 
-`train_ds` / `val_ds` are map-style datasets of (image tensor, label), or a
+`plan_run("cifar10", "b0", epochs=3)` builds model and data with the defaults of
+`effnet train` (resolution, channels, recipe, augmentation, initialisation); `plan.fit()`
+trains them. `train_ds` / `val_ds` are map-style datasets of (image tensor, label), or a
 DataLoader for training. The budget is `epochs` and/or `max_steps`; `seed`
 fixes the model-independent randomness (sample order, augmentation, dropout).
 """
@@ -27,6 +29,7 @@ from .loop import (
     set_bn_momentum,
 )
 from .optim import RMSpropTF, create_optimizer, param_groups
+from .plan import TrainPlan, plan_run
 from .recipes import RECIPES, Recipe, get_recipe
 from .schedule import LRMultiplier, create_scheduler
 
@@ -37,6 +40,7 @@ __all__ = [
     "RMSpropTF",
     "Recipe",
     "TrainConfig",
+    "TrainPlan",
     "TrainingDiverged",
     "create_ema",
     "create_optimizer",
@@ -46,6 +50,7 @@ __all__ = [
     "get_recipe",
     "load_checkpoint",
     "param_groups",
+    "plan_run",
     "save_checkpoint",
     "save_weights",
     "set_bn_momentum",

@@ -56,8 +56,9 @@ def save_weights(model: nn.Module, path: str | Path, meta: dict | None = None) -
     atomic_write_bytes(path, save(state, metadata=metadata))
 
 
-def save_run_weights(model: nn.Module, folder: Path, meta: dict) -> None:
-    """`model` as a save_pretrained folder (effnet models), else ``folder/model.safetensors``."""
+def save_run_weights(model: nn.Module, folder: Path, model_name: str | None = None) -> None:
+    """`model` as a save_pretrained folder (effnet models: the one on-disk form), else
+    ``folder/model.safetensors`` with what :func:`weights_meta` knows of the model."""
     from ..weights import save_pretrained
     from ..weights.pretrained import WEIGHTS_NAME
 
@@ -65,7 +66,7 @@ def save_run_weights(model: nn.Module, folder: Path, meta: dict) -> None:
         save_pretrained(model, folder)
     else:
         folder.mkdir(parents=True, exist_ok=True)
-        save_weights(model, folder / WEIGHTS_NAME, meta)
+        save_weights(model, folder / WEIGHTS_NAME, weights_meta(model, model_name))
 
 
 def weights_meta(model: nn.Module, model_name: str | None) -> dict:
@@ -120,7 +121,9 @@ class RunWriter:
     nothing but still knows where the checkpoint is.
     """
 
-    def __init__(self, output: str | Path | None, is_main: bool = True) -> None:
+    def __init__(self, output: str | Path | None, is_main: bool = True,
+                 model_name: str | None = None) -> None:
+        self.model_name = model_name  # recorded with the weights of models that are not effnet's
         self.checkpoint_path = Path(output) / CHECKPOINT_NAME if output else None
         self.out = Path(output) if output and is_main else None
         self._lock = RunLock(self.out) if self.out is not None else None
@@ -144,6 +147,12 @@ class RunWriter:
             raise ParameterError("resume needs output: the run folder holding last.pt", "resume",
                                  "output")
         return load_checkpoint(ckpt) if resuming else None  # type: ignore[arg-type]
+
+    def diverged_hint(self) -> str:
+        """Where a diverged run can be taken up again, in words."""
+        ckpt = self.checkpoint_path
+        return (f"the last good checkpoint is {ckpt}" if ckpt and ckpt.exists()
+                else "no checkpoint was written")
 
     def close(self) -> None:
         if self._tb is not None:
@@ -172,9 +181,9 @@ class RunWriter:
         if self.out is not None:
             _save_checkpoint(self.out / CHECKPOINT_NAME, state)
 
-    def save_best(self, model: nn.Module, meta: dict) -> None:
+    def save_best(self, model: nn.Module) -> None:
         if self.out is not None:
-            save_run_weights(model, self.out / "best", meta)
+            save_run_weights(model, self.out / "best", self.model_name)
 
     def epoch_done(self, history: list[dict]) -> None:
         """The epoch's row to TensorBoard and the whole history to metrics.csv."""
@@ -186,11 +195,11 @@ class RunWriter:
         if self.out is not None:
             atomic_write_text(self.out / "metrics.csv", csv_text(history))
 
-    def finish(self, eval_model: nn.Module, meta: dict, have_best: bool, run_summary: dict) -> None:
+    def finish(self, eval_model: nn.Module, have_best: bool, run_summary: dict) -> None:
         """final/ (and best/ when no epoch was validated), then summary.json."""
         if self.out is None:
             return
         if not have_best:  # no validation data: the final weights are the best we know
-            self.save_best(eval_model, meta)
-        save_run_weights(eval_model, self.out / "final", meta)
+            self.save_best(eval_model)
+        save_run_weights(eval_model, self.out / "final", self.model_name)
         atomic_write_json(self.out / "summary.json", run_summary)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..errors import EffnetError
+from ..errors import EffnetError, ParameterError
 from . import distributed as D
 from .evaluation import topk_correct
 from .state import TrainState
@@ -27,8 +27,8 @@ from .state import TrainState
 PROGRESS_EVERY_S = 60.0  # progress lines when output is not a terminal
 
 
-class TrainingDiverged(EffnetError):
-    """The loss became NaN or infinite."""
+class TrainingDiverged(ParameterError):
+    """The loss became NaN or infinite (the message names the parameters to change)."""
 
 
 class SkipSampler(Sampler):
@@ -151,7 +151,8 @@ class EpochRunner:
         if not math.isfinite(step_loss):
             raise TrainingDiverged(
                 f"loss became {step_loss} at step {state.step + 1} (epoch {epoch + 1}); "
-                f"{self.diverged_hint()}. Lower the learning rate (--lr) or use --amp none")
+                f"{self.diverged_hint()}. Lower the learning rate (lr) or use amp='none'",
+                "lr", "amp")
         opt, scaler = state.optimizer, state.scaler
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

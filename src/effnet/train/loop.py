@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..errors import EffnetError, ParameterError
 from . import distributed as D
-from .artifacts import RunWriter, save_weights, summary, weights_meta
+from .artifacts import RunWriter, save_weights, summary
 from .checkpoint import rng_state, set_rng_state
 from .epoch import EpochRunner, TrainingDiverged
 from .evaluation import evaluate
@@ -251,7 +251,7 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed + 1000 * info.rank)
     budget = _budget(cfg, train_data, info)
-    writer = RunWriter(cfg.output, info.is_main)
+    writer = RunWriter(cfg.output, info.is_main, cfg.model_name)
     try:
         state = _train(model, train_data, val_data, test_data, cfg, info, log, budget, writer)
     finally:
@@ -302,12 +302,7 @@ def _train(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset
     amp_dtype = _amp_dtype(cfg.amp, info.device)
     state = _prepare(model, cfg, info, log, budget, writer, amp_dtype)
     device, recipe = info.device, state.recipe
-    train_model: nn.Module = model
-    if info.enabled:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        train_model = torch.compile(train_model)
+    train_model = _train_model(model, cfg, info)
     if cfg.tensorboard:
         writer.open_tensorboard()
     t_start = time.perf_counter()
@@ -319,11 +314,6 @@ def _train(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset
                                                state.wall_before + time.perf_counter() - t_start,
                                                cfg.batch_size, cfg.seed))
 
-    def diverged_hint() -> str:
-        ckpt = writer.checkpoint_path
-        return (f"the last good checkpoint is {ckpt}" if ckpt and ckpt.exists()
-                else "no checkpoint was written")
-
     runner = EpochRunner(
         train_model=train_model, train_data=train_data, sampler=budget.sampler,
         per_proc=budget.per_proc, steps_per_epoch=budget.steps_per_epoch,
@@ -332,10 +322,9 @@ def _train(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset
         info=info, seed=cfg.seed, num_workers=cfg.num_workers, channels_last=cfg.channels_last,
         grad_clip=cfg.grad_clip, checkpoint_every=cfg.checkpoint_every, progress=cfg.progress,
         log=log, step_scalars=writer.step_scalars, checkpoint=checkpoint,
-        diverged_hint=diverged_hint)
+        diverged_hint=writer.diverged_hint)
     ev = dict(batch_size=max(budget.per_proc, 64), device=device, amp_dtype=amp_dtype,
               channels_last=cfg.channels_last, num_workers=cfg.num_workers, info=info)
-    meta = weights_meta(model, cfg.model_name)
     if state.ema is not None and budget.total_steps < state.ema_min_steps:
         log(f"EMA {recipe.ema_decay:g} averages over ~{state.ema_min_steps} steps, more than "
             f"this run's {budget.total_steps}: the raw weights are evaluated and saved")
@@ -352,21 +341,39 @@ def _train(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset
         log(f"epoch {epoch + 1}: " + " ".join(
             f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
             for k, v in row.items() if k != "lr"))
-        score = row.get("val_top1")
-        if score is not None and (state.best_top1 is None or score > state.best_top1):
-            state.best_top1, state.best_epoch = score, epoch + 1
-            writer.save_best(state.eval_model(), meta)
+        _keep_best(state, row, epoch, writer)
         writer.epoch_done(state.history)
         checkpoint(epoch + 1, 0)
         if cfg.on_epoch is not None:
             cfg.on_epoch(dict(row))
     state.wall_before += time.perf_counter() - t_start
     if writer.writes:
-        writer.finish(state.eval_model(), meta, state.best_top1 is not None, summary(
+        writer.finish(state.eval_model(), state.best_top1 is not None, summary(
             model, model_name=cfg.model_name, image_size=cfg.image_size, recipe=recipe.name,
             batch_size=cfg.batch_size, history=state.history, best_epoch=state.best_epoch,
             steps=state.step, wall=state.wall_before))
     return state
+
+
+def _train_model(model: nn.Module, cfg: TrainConfig, info: D.DistInfo) -> nn.Module:
+    """What the steps call: the model, in DistributedDataParallel on torchrun, compiled if
+    asked."""
+    train_model: nn.Module = model
+    if info.enabled:
+        device = info.device
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    return train_model
+
+
+def _keep_best(state: TrainState, row: dict, epoch: int, writer: RunWriter) -> None:
+    """A new best validation top-1 (model selection on validation data only): best/ saved."""
+    score = row.get("val_top1")
+    if score is not None and (state.best_top1 is None or score > state.best_top1):
+        state.best_top1, state.best_epoch = score, epoch + 1
+        writer.save_best(state.eval_model())
 
 
 def _print_now(line: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import EffnetError
+from ..errors import ParameterError
 from .ema import create_ema
 from .optim import create_optimizer
 from .recipes import Recipe
@@ -68,8 +68,9 @@ class TrainState:
         try:
             self.model.load_state_dict(ck["model"])
         except RuntimeError as err:
-            raise EffnetError(f"{where} does not fit this model ({str(err).splitlines()[0]}): "
-                              "use the same --model, or a new --output") from None
+            raise ParameterError(f"{where} does not fit the network being trained "
+                                 f"({str(err).splitlines()[0]}): use the same model, or a new "
+                                 "output", "model", "output") from None
         groups = self.optimizer.param_groups
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import EffnetError
+from ..errors import EffnetError, ParameterError
 from ..io_utils import atomic_path
 from ..zoo import MODELS
 from .layouts import _TIMM_DS, _TIMM_IR, _TIMM_TOP, TF_BN_EPS, TORCH_BN_EPS, key_map
@@ -54,10 +54,11 @@ def target_architecture(model: nn.Module, to: str) -> tuple[str, float]:
         return (f"tf_efficientnet_{name}", TF_BN_EPS) if same else \
             (f"efficientnet_{name}", TORCH_BN_EPS)
     if same:
-        raise EffnetError("torchvision has no TF 'same' padding: convert this model with "
-                          "--to timm (a tf_efficientnet_* model) instead")
+        raise ParameterError("torchvision has no TF 'same' padding: convert this model with "
+                             "to='timm' (a tf_efficientnet_* model) instead", "to")
     if name not in {f"b{i}" for i in range(8)}:
-        raise EffnetError(f"torchvision has no EfficientNet-{name}: it has b0..b7; use --to timm")
+        raise ParameterError(f"torchvision has no EfficientNet-{name}: it has b0..b7; use "
+                             "to='timm'", "to")
     return f"efficientnet_{name}", TF_BN_EPS if name in ("b5", "b6", "b7") else TORCH_BN_EPS
 
 
@@ -99,9 +100,9 @@ def foreign_state_dict(model: nn.Module, to: str) -> tuple[str, dict[str, torch.
     for k in [k for k in state if k.endswith("running_var")]:
         state[k] = state[k] + (float(model.bn_eps) - eps)
         if (state[k] < 0).any():
-            raise EffnetError(f"{k} holds variances below {eps - model.bn_eps:g}, which the "
-                              f"target's BN eps {eps:g} cannot express: convert with "
-                              "--to timm instead")
+            raise ParameterError(f"{k} holds variances below {eps - model.bn_eps:g}, which the "
+                                 f"target's BN eps {eps:g} cannot express: convert with "
+                                 "to='timm' instead", "to")
     blocks = {".".join(k.split(".")[:3]) for k in state if k.startswith("blocks.")}
     has_expand = {b for b in blocks if f"{b}.expand.conv.weight" in state}
     has_se = {b for b in blocks if f"{b}.se.reduce.weight" in state}

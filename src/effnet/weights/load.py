@@ -25,8 +25,8 @@ from ..nn.layers import PADDING_MODES, make_conv
 from ..nn.model import EfficientNet
 from ..zoo import MODELS
 from .layouts import FAMILY, LAYOUTS, detect_layout, key_map, origin_settings
-from .pretrained import pretrained_cfg_from_config
-from .read import Checkpoint, read_checkpoint, tf_name_hint
+from .read import Checkpoint, tf_name_hint
+from .resolve import FOLDER, RUN_FILE, ResolvedWeights, resolve_weights
 
 _SHOW = 3  # how many tensors of each kind an error message names
 # The block a key belongs to, in any layout (effnet/timm, torchvision, lukemelas).
@@ -280,12 +280,18 @@ def _checkpoint_layout(ckpt: Any, model: nn.Module, layout: str) -> tuple[str, s
     return layout, "given"
 
 
-def _set_pretrained_cfg(model: nn.Module, ckpt: Any, adapted: list[str]) -> None:
-    """The pretrained_cfg of an effnet folder's config.json, for this model's classes and input."""
-    config = ckpt.config if (ckpt.config or {}).get("format") == "effnet" else None
-    if not (config and config.get("pretrained_cfg")):
+def _set_pretrained_cfg(model: nn.Module, weights: ResolvedWeights, adapted: list[str]) -> None:
+    """The preprocessing the weights were trained with, for this model's classes and input: the
+    one place a model's pretrained_cfg is taken from its weights."""
+    cfg = dict(weights.pretrained_cfg)
+    if weights.kind == RUN_FILE:  # over the named model's own preprocessing
+        model.pretrained_cfg.update(cfg, num_classes=model.num_classes)
         return
-    cfg = pretrained_cfg_from_config(config)
+    if weights.kind != FOLDER:
+        return
+    if not (weights.config or {}).get("pretrained_cfg"):  # a bare spec's model saved none
+        model.pretrained_cfg.setdefault("num_classes", model.num_classes)
+        return
     cfg["num_classes"] = model.num_classes
     if "input_size" in cfg:
         cfg["input_size"] = (model.in_chans, *cfg["input_size"][1:])
@@ -299,7 +305,9 @@ def load_weights(model: nn.Module, source: Any, layout: str = "auto",
     """Load a checkpoint into an effnet model, all tensors or none.
 
     `source`: a file path (.pth/.pt/.bin/.safetensors), a `save_pretrained`
-    folder, a state dict, a module to copy, or 'packaged'. `layout`: 'auto'
+    folder (or a training run folder: its best weights), a state dict, a module to copy,
+    'packaged', or what `resolve_weights` made of one of these. The model's pretrained_cfg
+    becomes the preprocessing the weights carry, if any. `layout`: 'auto'
     (detect from the keys), 'effnet', 'timm' (timm `efficientnet_*`),
     'timm_tf' (timm `tf_efficientnet_*`, incl. Lite), 'torchvision' or
     'lukemelas' (EfficientNet-PyTorch and TF-ported checkpoints). With 'auto',
@@ -314,7 +322,8 @@ def load_weights(model: nn.Module, source: Any, layout: str = "auto",
     """
     if layout not in ("auto", *LAYOUTS):
         raise EffnetError(f"unknown layout {layout!r}: use 'auto' or one of {', '.join(LAYOUTS)}")
-    ckpt = read_checkpoint(source)
+    weights = resolve_weights(source)
+    ckpt = weights.checkpoint()
     state = ckpt.state_dict
     layout, how = _checkpoint_layout(ckpt, model, layout)
     adapted: list[str] = []
@@ -342,7 +351,7 @@ def load_weights(model: nn.Module, source: Any, layout: str = "auto",
     current = model.state_dict()  # again: padding and eps may have replaced modules
     full = {k: mapped.get(k, current[k]) for k in current}  # only num_batches_tracked can be absent
     model.load_state_dict(full, strict=True)
-    _set_pretrained_cfg(model, ckpt, adapted)
+    _set_pretrained_cfg(model, weights, adapted)
     for note in adapted:
         warnings.warn(f"{ckpt.description}: {note}", WeightsAdaptedWarning, stacklevel=2)
     return LoadResult(layout, ckpt.description, len(mapped), model.padding, float(model.bn_eps),

@@ -9,7 +9,6 @@ preprocessing (timm's pretrained_cfg). Nothing here imports effnet's modules.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import shutil
 import uuid
@@ -27,15 +26,21 @@ FORMAT_NAME = "effnet"
 FORMAT_VERSION = 1
 
 
-def is_pretrained_dir(source: Any) -> bool:
-    """True when `source` is a folder written by `save_pretrained` (effnet config + weights)."""
+def effnet_config(source: Any) -> dict[str, Any] | None:
+    """The config.json of a folder written by `save_pretrained` (effnet config + weights), read
+    once; None when `source` is not such a folder."""
     if not isinstance(source, str | os.PathLike) or str(source) == PACKAGED:
-        return False
+        return None
     path = Path(source)
     if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
-        return False
+        return None
     config = read_json(path / CONFIG_NAME)
-    return config.get("format") == FORMAT_NAME
+    return config if config.get("format") == FORMAT_NAME else None
+
+
+def is_pretrained_dir(source: Any) -> bool:
+    """True when `source` is a folder written by `save_pretrained` (effnet config + weights)."""
+    return effnet_config(source) is not None
 
 
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
@@ -52,8 +57,13 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def model_config(model: torch.nn.Module) -> dict[str, Any]:
-    """The config.json content describing how to rebuild `model`."""
+    """The config.json content describing how to rebuild `model`.
+
+    The network spec is written by the spec's one serialiser (`effnet.spec.spec_to_dict`);
+    phi, the base and the coefficients also stand at the top, for people reading the file
+    (readers take them from the spec)."""
     from .. import __version__
+    from ..spec import spec_to_dict
 
     spec = model.spec
     cfg = dict(model.pretrained_cfg)
@@ -79,7 +89,7 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
     if model.features_only:
         config["out_indices"] = list(model.out_indices)
     config["pretrained_cfg"] = _jsonable(cfg)
-    config["spec"] = _jsonable(dataclasses.asdict(spec))
+    config["spec"] = _jsonable(spec_to_dict(spec))
     return config
 
 
@@ -94,18 +104,16 @@ def _jsonable(obj: Any) -> Any:
 
 
 def spec_from_config(config: Mapping[str, Any]):
-    """Rebuild the NetworkSpec stored in a config.json."""
-    from ..spec import NetworkSpec, StageSpec
+    """Rebuild the NetworkSpec stored in a config.json (with the spec's one parser,
+    `effnet.spec.spec_from_fields`; phi and base of effnet <= 0.1's "meta" restored)."""
+    from ..spec import spec_from_fields
 
     try:
         fields = dict(config["spec"])
-        fields["stages"] = tuple(StageSpec(**s) for s in fields["stages"])
         legacy = fields.pop("meta", None) or {}  # effnet <= 0.1 kept phi and base in a dict
         for key in ("phi", "base"):
             fields.setdefault(key, legacy.get(key))
-        if fields.get("coefficients") is not None:
-            fields["coefficients"] = tuple(fields["coefficients"])
-        return NetworkSpec(**fields)
+        return spec_from_fields(fields)
     except (KeyError, TypeError, ValueError) as err:
         raise EffnetError(f"the config's network spec is damaged ({first_line(err)}): save the "
                           "model again with model.save_pretrained()") from None

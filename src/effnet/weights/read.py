@@ -76,8 +76,11 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def read_checkpoint(source: Any) -> Checkpoint:
-    """Read a state dict from a file, a folder, a mapping, a module or the word 'packaged'."""
+def read_checkpoint(source: Any, config: dict[str, Any] | None = None) -> Checkpoint:
+    """Read a state dict from a file, a folder, a mapping, a module or the word 'packaged'.
+
+    `config` is a folder's config.json when the caller has read it already (it is not read
+    again)."""
     if isinstance(source, torch.nn.Module):
         cfg = getattr(source, "pretrained_cfg", None) or {}
         return Checkpoint(dict(source.state_dict()), f"module {type(source).__name__}",
@@ -95,15 +98,16 @@ def read_checkpoint(source: Any) -> Checkpoint:
         return ckpt
     path = Path(source).expanduser()
     if path.is_dir():
-        return _read_dir(path)
+        return _read_dir(path, config)
     if not path.exists():
         raise EffnetError(f"weights file {path} not found: give an existing .pth/.pt/.bin/"
                           "/.safetensors file, a folder from save_pretrained, or 'packaged'")
     return _read_file(path)
 
 
-def _read_dir(path: Path) -> Checkpoint:
-    config = read_json(path / CONFIG_NAME) if (path / CONFIG_NAME).is_file() else None
+def _read_dir(path: Path, config: dict[str, Any] | None = None) -> Checkpoint:
+    if config is None and (path / CONFIG_NAME).is_file():
+        config = read_json(path / CONFIG_NAME)
     for name in (WEIGHTS_NAME, "pytorch_model.bin", "model.pth", "model.pt"):
         if (path / name).is_file():
             ckpt = _read_file(path / name)
