@@ -32,5 +32,5 @@ def reward(accuracy: float, macs: float, target_macs: float, w: float = DEFAULT_
         raise EffnetError(f"accuracy must be a fraction in [0, 1], got {accuracy!r}")
     if macs <= 0 or target_macs <= 0:
         raise EffnetError(f"MACs and the target MACs must be > 0, got {macs!r} and "
-                          f"{target_macs!r}: give --target-macs a positive number")
+                          f"{target_macs!r}: give target_macs a positive number")
     return float(accuracy) * (float(macs) / float(target_macs)) ** float(w)
