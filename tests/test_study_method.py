@@ -162,7 +162,9 @@ def test_a_method_study_finds_the_known_optimum_and_answers_four_questions(tmp_p
         m = next(m for m in searched if m["target"] == v["target"])
         assert v["compound_top1"] == pytest.approx(m["val_top1_mean"] - 0.01)
     for m in res["models"]:
-        assert m["law"]["macs"] == pytest.approx(m["mac_ratio"])
+        if m["strategy"] == "resolution":  # more pixels, the same blocks and channels
+            assert m["law"]["pixels"] == pytest.approx(m["scaled"]["resolution"] / 14)
+            assert (m["law"]["blocks"], m["law"]["channels"]) == (1.0, 1.0)
         assert m["seeds"] == (3 if m["strategy"].startswith("split-") else 2)
     # The learning-rate sweep found 2x for the resolution models, 1x for the others, and
     # the compared seeds trained at it.

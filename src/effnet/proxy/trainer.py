@@ -88,6 +88,7 @@ class ProxyData:
         self._cache_size = max(1, cache)
         self._raw: tuple[torch.Tensor, ...] | None = None
         self._test: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._norm: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # (mean, std) per size
         self.classes: list[str] = []
 
     def _load(self) -> tuple[torch.Tensor, ...]:
@@ -129,9 +130,8 @@ class ProxyData:
         if self._test is None:
             x, y, _ = native_arrays(self.dataset, self.root, self.download, split="test")
             self._test = (x, y)
-        xtr = downsample(self._load()[0], resolution)
-        dims = (0, 2, 3)
-        mean, std = xtr.mean(dims, keepdim=True), xtr.std(dims, keepdim=True).clamp_min(1e-3)
+        self.splits(resolution)  # the training images' statistics at this resolution
+        mean, std = self._norm[resolution]
         return (downsample(self._test[0], resolution) - mean) / std, self._test[1]
 
     def splits(self, resolution: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
@@ -147,6 +147,7 @@ class ProxyData:
         dims = (0, 2, 3)
         mean = xtr.mean(dims, keepdim=True)
         std = xtr.std(dims, keepdim=True).clamp_min(1e-3)
+        self._norm[resolution] = (mean, std)
         out = ((xtr - mean) / std, ytr, (xva - mean) / std, yva)
         self._cache[resolution] = out
         while len(self._cache) > self._cache_size:

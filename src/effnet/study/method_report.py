@@ -19,13 +19,14 @@ from ..train.checkpoint import atomic_write_text
 from . import plots
 from .plan import Run
 from .presets import Preset
+from .prose import _pct, verdict_counts
 from .report import (
     _environment,
+    b0_ranking,
     load_reference,
     model_rows,
     primary_comparisons,
     replication,
-    seed_scores,
 )
 from .stats import compare, kendall_tau
 from .sweep import CORNERS, directions, law, run_seeds
@@ -33,23 +34,18 @@ from .sweep import CORNERS, directions, law, run_seeds
 PRIMARY = "searched"
 
 
-def _pct(v: float) -> str:
-    return f"{100 * v:.2f}"
-
-
 def _diff(v: dict) -> str:
     return (f"{100 * v['diff']:+.2f} points, {100 * (v.get('level') or 0.95):.1f}% CI "
             f"[{100 * v['ci_low']:+.2f}, {100 * v['ci_high']:+.2f}]")
 
 
-def grid_rows(grid: list[Run], preset: Preset, results: dict[str, dict]) -> list[dict]:
-    """One row per grid network: its coefficients, how it realises them, its seed scores."""
+def grid_rows(grid: list[Run], preset: Preset, scores: dict[str, list[float]]) -> list[dict]:
+    """One row per grid network: its coefficients, how it realises them, its seed scores
+    (`scores` by run key, as the winner was picked on)."""
     bases = {b.name: b.scaled(preset.image_size) for b in preset.bases}
-    budget = preset.budgets[0].name
     out = []
     for r in grid:
-        tops = [results[k]["val_top1"] for s in run_seeds(preset, r)
-                if (k := f"{budget}/{r.key}/{s}") in results]
+        tops = scores.get(r.key, [])
         out.append({"key": r.key, "base": r.group, "point": r.strategy.removeprefix("grid-"),
                     "macs": r.cost.macs, "mac_ratio": r.mac_ratio,
                     "law": law(r, bases[r.group]), "val_top1_seeds": tops,
@@ -110,7 +106,7 @@ def answers(models: list[dict], budget: str, score: str = "val") -> dict[str, li
 
 def _first_screen(payload: dict, budget: str) -> list[str]:
     fam = [v for v in payload["primary"] if v["budget"] == budget]
-    counts = {k: sum(v["verdict"] == k for v in fam) for k in ("win", "tie", "loss")}
+    counts = verdict_counts(fam)
     split = ("the 10k test set (choices made on validation)" if payload["score"] == "test"
              else "the validation split")
     md = ["## The answers", "", f"Scores are top-1 on {split}.", "",
@@ -209,14 +205,12 @@ def write_method_report(out: Path, preset: Preset, grid: list[Run], runs: list[R
         "native_resolution": native, "environment": _environment(state.get("workers")),
         "searched": {k: {"alpha": p.alpha, "beta": p.beta, "gamma": p.gamma}
                      for k, p in searched.items()},
-        "grid": grid_rows(grid, preset, state.get("grid_results", {})),
+        "grid": grid_rows(grid, preset, state.get("grid_scores", {})),
         "models": models, "score": score, "primary": primary,
         "answers": answers(models, last, score),
-        "kendall_tau_short_long": (kendall_tau(
-            {k: statistics.fmean(v) for k, v in seed_scores(models, b0,
-                                                            preset.budgets[0].name).items()},
-            {k: statistics.fmean(v) for k, v in seed_scores(models, b0, last).items()})
-            if len(preset.budgets) > 1 else None),
+        "kendall_tau_short_long": (kendall_tau(b0_ranking(models, b0, preset.budgets[0].name),
+                                               b0_ranking(models, b0, last))
+                                   if len(preset.budgets) > 1 else None),
         "replication": replication(models, ref, b0, last, preset.seed_list) if ref else None,
         "still_learning": sum(m["still_learning"] for m in models)}
     figs = {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ..cost import spec_cost
 from ..errors import EffnetError
@@ -67,15 +67,21 @@ class CostCache:
         self.num_classes, self.in_chans, self.measured = num_classes, in_chans, measured
         self._memo: dict[tuple, Cost] = {}
 
-    def __call__(self, s: Scaled) -> Cost:
+    @staticmethod
+    def network(s: Scaled) -> tuple:
+        """What makes two scaled networks the same one: base, channels, blocks, strides, px."""
         spec = s.spec()
-        key = (s.base, tuple((st.out_channels, st.repeats, st.stride) for st in spec.stages),
-               spec.stem_channels, spec.head_channels, spec.stem_stride, s.resolution)
+        return (s.base, tuple((st.out_channels, st.repeats, st.stride)
+                                   for st in spec.stages),
+                spec.stem_channels, spec.head_channels, spec.stem_stride, s.resolution)
+
+    def __call__(self, s: Scaled) -> Cost:
+        key = self.network(s)
         if key not in self._memo:
             if self.measured:
                 self._memo[key] = measure(s, self.num_classes, self.in_chans)
             else:
-                c = spec_cost(spec, s.resolution, self.in_chans, self.num_classes)
+                c = spec_cost(s.spec(), s.resolution, self.in_chans, self.num_classes)
                 self._memo[key] = Cost(params=c.params, macs=c.macs)
         return self._memo[key]
 
@@ -95,7 +101,7 @@ def scaled_by(base: BaseNet, image_size: int, strategy: str, m: float,
         d, w, r = base.depth * c.depth_mult, base.width * c.width_mult, c.resolution
     elif strategy != "baseline":
         raise EffnetError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
-    return Scaled(base.name, w, d, r, base.stem_stride)
+    return replace(base.scaled(r), width_mult=w, depth_mult=d)
 
 
 def match_macs(base: BaseNet, image_size: int, strategy: str, target_macs: float,
@@ -121,13 +127,11 @@ def match_macs(base: BaseNet, image_size: int, strategy: str, target_macs: float
         lo_px, hi_px = scaled_resolution(image_size, lo), scaled_resolution(image_size, hi)
         while hi_px - lo_px > 1:
             mid = (lo_px + hi_px) // 2
-            if cost(Scaled(base.name, base.width, base.depth, mid,
-                           base.stem_stride)).macs >= target_macs:
+            if cost(base.scaled(mid)).macs >= target_macs:
                 hi_px = mid
             else:
                 lo_px = mid
-        cands = [(px / image_size, Scaled(base.name, base.width, base.depth, px,
-                                           base.stem_stride)) for px in (lo_px, hi_px)]
+        cands = [(px / image_size, base.scaled(px)) for px in (lo_px, hi_px)]
     else:
         for _ in range(steps):
             mid = (lo + hi) / 2

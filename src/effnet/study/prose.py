@@ -11,6 +11,11 @@ def _pct(v: float | None, digits: int = 2) -> str:
     return "-" if v is None else f"{100 * v:.{digits}f}"
 
 
+def verdict_counts(verdicts: list[dict]) -> dict[str, int]:
+    """How many of `verdicts` are wins, ties and losses."""
+    return {k: sum(v["verdict"] == k for v in verdicts) for k in ("win", "tie", "loss")}
+
+
 def _gap(v: dict) -> str:
     """The MAC gap of a comparison in words, when the two models are not matched."""
     more = "more" if v["mac_gap"] > 0 else "fewer"
@@ -33,7 +38,7 @@ def headline(verdicts: list[dict]) -> str:
     if not verdicts:
         return "No comparison could be made (no finished results)."
     n = len(verdicts)
-    counts = {k: sum(v["verdict"] == k for v in verdicts) for k in ("win", "tie", "loss")}
+    counts = verdict_counts(verdicts)
     return (f"Compound scaling won {counts['win']}, tied {counts['tie']} and lost "
             f"{counts['loss']} of {n} comparison(s) with the best single dimension at the same "
             "measured MACs (95% Welch intervals over seeds).")
@@ -54,7 +59,7 @@ def primary_lines(primary: list[dict], budget: str) -> list[str]:
     fam = [v for v in primary if v["budget"] == budget]
     if not fam:
         return []
-    counts = {k: sum(v["verdict"] == k for v in fam) for k in ("win", "tie", "loss")}
+    counts = verdict_counts(fam)
     return [f"**Primary comparisons, {budget} budget** (named before the run: compound against "
             f"each single dimension at equal measured MACs; Holm's correction over the "
             f"{len(fam)} comparisons): compound won {counts['win']}, tied {counts['tie']} and "
@@ -106,7 +111,7 @@ def _reference_lines(payload: dict, ref: dict | None) -> list[str]:
     fam = payload.get("reference_primary") or []
     for budget in reversed(list(dict.fromkeys(v["budget"] for v in fam))):
         vs = [v for v in fam if v["budget"] == budget]
-        counts = {k: sum(v["verdict"] == k for v in vs) for k in ("win", "tie", "loss")}
+        counts = verdict_counts(vs)
         out += [f"Its primary comparisons at the `{budget}` budget (compound against each "
                 f"single dimension, Holm-corrected over {len(vs)}): compound won "
                 f"{counts['win']}, tied {counts['tie']} and lost {counts['loss']}.", ""]

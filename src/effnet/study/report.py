@@ -47,15 +47,13 @@ REFERENCE = "reference_standard.json"
 
 
 def model_rows(runs: list[Run], preset: Preset, state: dict, native: int,
-               seeds_of: Callable[[Run], tuple[int, ...]] | None = None,
-               results: dict[str, dict] | None = None) -> list[dict]:
+               seeds_of: Callable[[Run], tuple[int, ...]] | None = None) -> list[dict]:
     """One row per budget and model: its plan, seed scores, their mean and spread, its curve.
 
-    `seeds_of` gives a run's seeds (default: the preset's), `results` the finished
-    jobs (default: ``state["results"]``).
+    `seeds_of` gives a run's seeds (default: the preset's).
     """
     bases = {b.name: b for b in preset.bases}
-    results = state["results"] if results is None else results
+    results = state["results"]
     rows = []
     for b in preset.budgets:
         for r in runs:
@@ -160,11 +158,10 @@ def replication(models: list[dict], reference: dict | None, base: str, budget: s
     if not ref:
         return None
     mine, theirs = seed_scores(models, base, budget), seed_scores(ref, base, budget)
-    ref_seeds = set(range(reference["preset"].get("first_seed", 0),
-                          reference["preset"].get("first_seed", 0) + reference["seeds"]))
-    return {"budget": budget, "kendall_tau": kendall_tau(
-                {k: sum(v) / len(v) for k, v in mine.items()},
-                {k: sum(v) / len(v) for k, v in theirs.items()}),
+    first = reference["preset"].get("first_seed", 0)
+    ref_seeds = set(range(first, first + reference["seeds"]))
+    return {"budget": budget, "kendall_tau": kendall_tau(b0_ranking(models, base, budget),
+                                                         b0_ranking(ref, base, budget)),
             "ci": bootstrap_tau(mine, theirs), "models": len(set(mine) & set(theirs)),
             "reference_seeds": sorted(ref_seeds), "seeds": list(seeds),
             "disjoint_seeds": not ref_seeds & set(seeds)}

@@ -313,10 +313,9 @@ def _run_method(preset: Preset, out: Path, data: ProxyData, train: _Trainer, nam
     searched = searched_coefficients(grid, scores)
     runs = plan_method(preset, cost, searched)
     lr_of: dict[str, float] = {}
-    lr_results: dict[str, dict] = {}
     if preset.lr_sweep:
-        lr_results = train(f"{name}-lr", lr_jobs(preset, runs), "learning-rate sweep") or {}
-        if not lr_results:
+        lr_results = train(f"{name}-lr", lr_jobs(preset, runs), "learning-rate sweep")
+        if lr_results is None:
             return None
         lr_of = pick_lr(preset, runs, lr_results)
     results = train(name, study_jobs(preset, runs, lambda r: run_seeds(preset, r),
@@ -324,7 +323,7 @@ def _run_method(preset: Preset, out: Path, data: ProxyData, train: _Trainer, nam
                     f"{len(runs)} models along {len({r.strategy for r in runs})} directions")
     if results is None:
         return None
-    state = {"results": results, "grid_results": grid_results, "lr_results": lr_results,
-             "lr": lr_of, "workers": train.workers, "wall_s": time.perf_counter() - t_start}
+    state = {"results": results, "grid_scores": scores, "lr": lr_of, "workers": train.workers,
+             "wall_s": time.perf_counter() - t_start}
     return write_method_report(out, preset, grid, runs, searched, state, data,
                                reference=reference)

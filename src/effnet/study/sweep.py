@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..proxy.candidates import Cost, Scaled
 from ..search.grid import GridPoint, enumerate_grid
-from .plan import Run
+from .plan import CostCache, Run
 from .presets import Preset
 
 CORNERS = {"depth": (1.0, 0.0, 0.0), "width": (0.0, 1.0, 0.0), "resolution": (0.0, 0.0, 1.0)}
@@ -86,9 +86,8 @@ def simplex_points(n: int) -> list[Direction]:
 def scaled_along(base: Scaled, direction: Direction, log_macs: float) -> Scaled:
     """`base` scaled along `direction` to the nominal MAC multiple e^log_macs."""
     d, w, r = direction.multipliers(log_macs)
-    return Scaled(base.base, base.width_mult * w, base.depth_mult * d,
-                  max(8, round(base.resolution * r)), base.stem_stride, base.strides,
-                  base.divisor)
+    return replace(base, width_mult=base.width_mult * w, depth_mult=base.depth_mult * d,
+                   resolution=max(8, round(base.resolution * r)))
 
 
 def match_along(base: Scaled, direction: Direction, target_macs: float,
@@ -111,12 +110,6 @@ def match_along(base: Scaled, direction: Direction, target_macs: float,
     return min(cands, key=lambda c: abs(math.log(max(1, cost(c[1]).macs) / target_macs)))
 
 
-def _identity(s: Scaled) -> tuple:
-    spec = s.spec()
-    return (tuple((st.out_channels, st.repeats, st.stride) for st in spec.stages),
-            spec.stem_channels, spec.head_channels, s.resolution)
-
-
 def grid_runs(group: str, base: Scaled, cost: Callable[[Scaled], Cost], step: float,
               tolerance: float) -> list[Run]:
     """Step 1 on `base`: one run per distinct network of the grid at phi = 1.
@@ -129,10 +122,10 @@ def grid_runs(group: str, base: Scaled, cost: Callable[[Scaled], Cost], step: fl
     seen: set[tuple] = set()
     out = []
     for p in enumerate_grid(step, 2.0, tolerance):
-        s = Scaled(base.base, base.width_mult * p.beta, base.depth_mult * p.alpha,
-                   round(base.resolution * p.gamma), base.stem_stride, base.strides,
-                   base.divisor)
-        key = _identity(s)
+        s = replace(base, width_mult=base.width_mult * p.beta,
+                    depth_mult=base.depth_mult * p.alpha,
+                    resolution=round(base.resolution * p.gamma))
+        key = CostCache.network(s)
         if key in seen:
             continue
         seen.add(key)
