@@ -15,10 +15,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from effnet import EfficientNet
 from effnet.proxy.trainer import ProxyRecipe
 from effnet.search.grid import enumerate_grid
+from effnet.study.method_report import two_sizes
 from effnet.study.plan import CostCache
-from effnet.study.presets import METHOD_BASES, PRESETS, Budget
+from effnet.study.presets import METHOD_B0_20PX, METHOD_BASES, PRESETS, Budget
 from effnet.study.run import run_study
-from effnet.study.sweep import Direction, grid_runs, simplex_points
+from effnet.study.sweep import Direction, grid_runs, plan_method, simplex_points
 
 
 def _macs(base, resolution: int) -> int:
@@ -186,3 +187,49 @@ def test_a_method_study_finds_the_known_optimum_and_answers_four_questions(tmp_p
     calls = len(log.read_text().splitlines())
     run_study(preset, tmp_path / "study", **kw)
     assert len(log.read_text().splitlines()) == calls
+
+
+# ---------------------------------------------------------------- one base at two input sizes
+def test_a_base_at_its_own_input_size_is_planned_apart_and_keeps_the_cost_law():
+    preset = replace(PRESETS["method"], bases=(METHOD_BASES[0], METHOD_B0_20PX))
+    cost = CostCache(10, 1)
+    runs = plan_method(preset, cost, {})
+    base14 = next(r for r in runs if r.group == "b0" and r.strategy == "baseline")
+    base20 = next(r for r in runs if r.group == "b0-20px" and r.strategy == "baseline")
+    # The same architecture, 20 px instead of 14: MACs grow as the pixels (Eq. 2's r^2).
+    assert base20.scaled.resolution == 20 and base14.scaled.resolution == 14
+    assert (base20.scaled.width_mult, base20.scaled.depth_mult) == (
+        base14.scaled.width_mult, base14.scaled.depth_mult)
+    assert base20.cost.macs / base14.cost.macs == pytest.approx((20 / 14) ** 2, rel=0.10)
+    # Its own sweep: targets are multiples of its own MACs, and 4x by resolution alone
+    # doubles its side (40 px, beyond the 28-px originals).
+    res4 = next(r for r in runs if r.group == "b0-20px" and r.strategy == "resolution"
+                and r.target == 4.0)
+    assert res4.scaled.resolution == pytest.approx(40, abs=1)
+    assert res4.base_macs == base20.cost.macs
+    assert len({r.key for r in runs}) == len(runs)
+    # Studies stored before bases had a size of their own still resume (same identity).
+    ident = PRESETS["quick"].identity()["bases"][0]
+    assert "image_size" not in ident and "label" not in ident
+    assert PRESETS["method"].identity()["bases"][-1]["image_size"] == 20
+
+
+def test_two_sizes_reads_each_directions_gain_over_its_own_base():
+    def row(base, strategy, tops, target=2.0):
+        return {"base": base, "budget": "short", "strategy": strategy, "target": target,
+                "seeds": len(tops), "val_top1_seeds": tops,
+                "val_top1_mean": sum(tops) / len(tops)}
+
+    preset = replace(PRESETS["method"], bases=(METHOD_BASES[0], METHOD_B0_20PX))
+    models = [row("b0", "baseline", [0.70, 0.71, 0.72], 1.0),
+              row("b0", "resolution", [0.75, 0.76, 0.77]),
+              row("b0-20px", "baseline", [0.74, 0.75, 0.76], 1.0),
+              row("b0-20px", "resolution", [0.745, 0.755, 0.765]),
+              row("b0-20px", "split-111of3", [0.9, 0.9, 0.9])]  # not a corner: left out
+    got = {(r["base"], r["a"]): r for r in two_sizes(models, preset, "short")}
+    assert set(got) == {("b0", "resolution"), ("b0-20px", "resolution")}
+    assert got["b0", "resolution"]["diff"] == pytest.approx(0.05)
+    assert got["b0", "resolution"]["pixels"] == 14 and got["b0-20px", "resolution"]["pixels"] == 20
+    assert got["b0-20px", "resolution"]["diff"] == pytest.approx(0.005)
+    # A preset with one size per architecture has nothing to compare.
+    assert two_sizes(models, replace(preset, bases=(METHOD_BASES[0],)), "short") == []

@@ -5,8 +5,9 @@ coefficients searched on the base beat each single dimension at equal cost
 (the primary comparisons, named before the run, Holm-corrected); (b) is the
 best split of the cost balanced or a corner; (c) does the direction best at
 the smallest target stay best at the largest; (d) what borrowed
-coefficients (the paper's ImageNet ones, another base's) cost. (b)-(d) are
-read off the sweep after the run and carry plain 95% Welch intervals.
+coefficients (the paper's ImageNet ones, another base's) cost; (e) where a base
+is studied at two input sizes, whether resolution's gain was missing detail.
+(b)-(e) are read off the sweep after the run and carry plain 95% Welch intervals.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _diff(v: dict) -> str:
 def grid_rows(grid: list[Run], preset: Preset, scores: dict[str, list[float]]) -> list[dict]:
     """One row per grid network: its coefficients, how it realises them, its seed scores
     (`scores` by run key, as the winner was picked on)."""
-    bases = {b.name: b.scaled(preset.image_size) for b in preset.bases}
+    bases = {b.key: b.start(preset.image_size) for b in preset.bases}
     out = []
     for r in grid:
         tops = scores.get(r.key, [])
@@ -104,6 +105,40 @@ def answers(models: list[dict], budget: str, score: str = "val") -> dict[str, li
     return {"best_split": best_split, "carry_over": carry, "borrowed": borrowed}
 
 
+def two_sizes(models: list[dict], preset: Preset, budget: str, score: str = "val"
+              ) -> list[dict]:
+    """For an architecture studied at two input sizes (bases with their own `image_size`):
+    each corner's and the searched direction's gain over its own base, per size and target
+    (plain 95% Welch intervals). A resolution gain that shrinks at the larger size while
+    depth and width hold says the smaller images lacked detail, not the network capacity."""
+    archs: dict[str, list] = {}
+    for b in preset.bases:
+        archs.setdefault(b.name, []).append(b)
+    out = []
+    for arch, bases in archs.items():
+        if len({b.pixels(preset.image_size) for b in bases}) < 2:
+            continue
+        for b in bases:
+            rows = [m for m in models if m["base"] == b.key and m["budget"] == budget]
+            for m in rows:
+                if m["strategy"] in (*CORNERS, PRIMARY) and (
+                        p := _pair(rows, m["strategy"], "baseline", score)) is not None:
+                    out.append({"arch": arch, "base": b.key, "target": m["target"],
+                                "pixels": b.pixels(preset.image_size), **p})
+    return out
+
+
+def _size_lines(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    md = ["**(e) Missing detail or architecture?** The same base at two input sizes, each "
+          "direction's gain over its own base (plain 95% Welch interval):", ""]
+    md += [f"- {r['base']} ({r['pixels']} px), ~{r['target']:g}x: {r['a']} {_diff(r)}, "
+           f"{r['verdict']}." for r in sorted(rows, key=lambda r: (r["target"], r["a"],
+                                                                  r["pixels"]))]
+    return md + [""]
+
+
 def _first_screen(payload: dict, budget: str) -> list[str]:
     fam = [v for v in payload["primary"] if v["budget"] == budget]
     counts = verdict_counts(fam)
@@ -139,7 +174,7 @@ def _first_screen(payload: dict, budget: str) -> list[str]:
            "plain 95% Welch interval):", ""]
     md += [f"- {b['base']}, ~{b['target']:g}x: {b['a']} {_pct(b['a_top1'])}% vs searched "
            f"{_pct(b['b_top1'])}%, {_diff(b)}, {b['verdict']}." for b in ans["borrowed"]]
-    return md + [""]
+    return md + [""] + _size_lines(payload.get("two_sizes", []))
 
 
 def _law_lines(payload: dict) -> list[str]:
@@ -184,9 +219,9 @@ def write_method_report(out: Path, preset: Preset, grid: list[Run], runs: list[R
     """Write results.json, the plots and report.md of a `method` study; return report.md."""
     native = data.native
     models = model_rows(runs, preset, state, native, lambda r: run_seeds(preset, r))
-    bases = {b.name: b.scaled(preset.image_size) for b in preset.bases}
-    shares = {(b.name, d.name): d.shares for b in preset.bases
-              for d in directions(preset, b.name, searched)}
+    bases = {b.key: b.start(preset.image_size) for b in preset.bases}
+    shares = {(b.key, d.name): d.shares for b in preset.bases
+              for d in directions(preset, b.key, searched)}
     by_key = {r.key: r for r in runs}
     for m in models:
         m["lr_mult"] = state.get("lr", {}).get(m["key"], 1.0)
@@ -198,7 +233,7 @@ def write_method_report(out: Path, preset: Preset, grid: list[Run], runs: list[R
     score = "test" if models and all("test_top1_seeds" in m for m in models) else "val"
     primary = primary_comparisons(models, lead=PRIMARY, score=score)
     ref = load_reference(reference) if reference is not None else None
-    b0 = preset.bases[0].name
+    b0 = preset.bases[0].key
     payload = {
         "preset": preset.identity(), "wall_s": state.get("wall_s", 0.0),
         "seeds": preset.seeds, "seed_list": list(preset.seed_list),
@@ -208,6 +243,7 @@ def write_method_report(out: Path, preset: Preset, grid: list[Run], runs: list[R
         "grid": grid_rows(grid, preset, state.get("grid_scores", {})),
         "models": models, "score": score, "primary": primary,
         "answers": answers(models, last, score),
+        "two_sizes": two_sizes(models, preset, last, score),
         "kendall_tau_short_long": (kendall_tau(b0_ranking(models, b0, preset.budgets[0].name),
                                                b0_ranking(models, b0, last))
                                    if len(preset.budgets) > 1 else None),
@@ -215,13 +251,13 @@ def write_method_report(out: Path, preset: Preset, grid: list[Run], runs: list[R
         "still_learning": sum(m["still_learning"] for m in models)}
     figs = {}
     for base in preset.bases:
-        rows = [m for m in models if m["base"] == base.name]
+        rows = [m for m in models if m["base"] == base.key]
         if rows:
-            figs[f"curves_{base.name}"] = f"curves_{base.name}.png"
-            plots.plot_curves(rows, base.name, out / figs[f"curves_{base.name}"])
+            figs[f"curves_{base.key}"] = f"curves_{base.key}.png"
+            plots.plot_curves(rows, base.key, out / figs[f"curves_{base.key}"])
             lasts = [m for m in rows if m["budget"] == last]
-            figs[f"sweep_{base.name}"] = f"sweep_{base.name}.png"
-            plots.plot_sweep(lasts, base.name, out / figs[f"sweep_{base.name}"])
+            figs[f"sweep_{base.key}"] = f"sweep_{base.key}.png"
+            plots.plot_sweep(lasts, base.key, out / figs[f"sweep_{base.key}"])
     payload["plots"] = figs
     atomic_write_text(out / "results.json", json.dumps(payload, indent=1) + "\n")
     path = out / "report.md"
@@ -235,7 +271,7 @@ def method_markdown(payload: dict, preset: Preset) -> str:
     md = [f"# The paper's method on the study's own bases — preset `{preset.name}`", ""]
     md += _first_screen(payload, last)
     if (t := payload["kendall_tau_short_long"]) is not None:
-        md += [f"Ranking of the {preset.bases[0].name} models, {preset.budgets[0].name} against "
+        md += [f"Ranking of the {preset.bases[0].key} models, {preset.budgets[0].name} against "
                f"{last} budget: Kendall's tau = {t:.2f}.", ""]
     if rep := payload.get("replication"):
         md += [f"Against the reference at the {rep['budget']} budget: tau = "
@@ -251,10 +287,10 @@ def method_markdown(payload: dict, preset: Preset) -> str:
            "of its run).", ""]
     md += _grid_lines(payload)
     for base in preset.bases:
-        if f"sweep_{base.name}" in payload["plots"]:
-            md += [f"## The sweep — {base.name}, {last} budget", "",
-                   f"![sweep]({payload['plots'][f'sweep_{base.name}']})", "",
-                   f"![curves]({payload['plots'][f'curves_{base.name}']})", ""]
+        if f"sweep_{base.key}" in payload["plots"]:
+            md += [f"## The sweep — {base.key}, {last} budget", "",
+                   f"![sweep]({payload['plots'][f'sweep_{base.key}']})", "",
+                   f"![curves]({payload['plots'][f'curves_{base.key}']})", ""]
     if preset.lr_sweep:
         moved = sorted({(m["key"], m["lr_mult"]) for m in payload["models"]
                         if m["lr_mult"] != 1.0})
@@ -273,8 +309,9 @@ def method_markdown(payload: dict, preset: Preset) -> str:
     env = payload["environment"]
     md += ["## How it was measured", "",
            f"- Data: {preset.dataset}, {payload['native_resolution']} px originals; the bases see "
-           f"{preset.image_size} px (antialiased), so resolution up to the native size adds "
-           "detail. Scores are validation top-1 (a split held out of the training set).",
+           + ", ".join(f"{b.key} {b.pixels(preset.image_size)} px" for b in preset.bases)
+           + " (antialiased), so resolution up to the native size adds detail. Choices are "
+           "made on validation top-1 (a split held out of the training set).",
            f"- Grid search: (alpha, beta, gamma) >= 1 on a step of {preset.grid_step:g} with "
            f"|alpha beta^2 gamma^2 - 2| <= {preset.grid_tolerance:g}, networks that round to the "
            f"same one dropped, {preset.grid_seeds} seeds each at the `{preset.budgets[0].name}` "

@@ -163,7 +163,7 @@ def plan_grid(preset: Preset, cost: Callable[[Scaled], Cost]) -> list[Run]:
     """Step 1 for every base of a `method` preset: its distinct grid networks at phi = 1."""
     out = []
     for base in preset.bases:
-        out += grid_runs(base.name, base.scaled(preset.image_size), cost, preset.grid_step,
+        out += grid_runs(base.key, base.start(preset.image_size), cost, preset.grid_step,
                          preset.grid_tolerance)
     return out
 
@@ -190,7 +190,7 @@ def directions(preset: Preset, base: str, searched: dict[str, GridPoint]) -> lis
     if base in searched:
         p = searched[base]
         out.append(Direction.of_coefficients("searched", p.alpha, p.beta, p.gamma))
-    first = preset.bases[0].name
+    first = preset.bases[0].key
     if base != first and first in searched:
         p = searched[first]
         out.append(Direction.of_coefficients(f"searched-{first}", p.alpha, p.beta, p.gamma))
@@ -203,13 +203,13 @@ def plan_method(preset: Preset, cost: Callable[[Scaled], Cost],
     to the target's *measured* MACs (target x the base's)."""
     runs = []
     for base in preset.bases:
-        b = base.scaled(preset.image_size)
+        b = base.start(preset.image_size)
         bc = cost(b)
-        runs.append(Run(base.name, "baseline", 1.0, 0.0, b, bc, bc.macs))
+        runs.append(Run(base.key, "baseline", 1.0, 0.0, b, bc, bc.macs))
         for target in preset.targets:
-            for d in directions(preset, base.name, searched):
+            for d in directions(preset, base.key, searched):
                 t, s = match_along(b, d, target * bc.macs, cost)
-                runs.append(Run(base.name, d.name, target, t, s, cost(s), bc.macs))
+                runs.append(Run(base.key, d.name, target, t, s, cost(s), bc.macs))
     return runs
 
 
