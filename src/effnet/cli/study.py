@@ -38,9 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="quick: B0 base, one short budget (12-35 min on 2 cores, what "
                    "`make run` runs); standard: three bases, two budgets (the committed "
                    "reference, about 90 min); full: larger bases and budgets, for a GPU; "
-                   "method: the grid search on three bases that keep the cost law, then about "
-                   "a dozen directions at 2x and 4x (days on 2 cores; resumable); method-b0: "
-                   "the same on the B0 base alone, fewer seeds")
+                   "method: the grid search on three bases that keep the cost law (B0 at 14 "
+                   "and 20 px), then about a dozen directions at 2x and 4x (days on 2 cores; "
+                   "resumable); method-b0: the same on the 14-px B0 base alone, fewer seeds")
     p.add_argument("--output", default="study", help="folder for report.md, plots, results.json")
     p.add_argument("--seeds", type=int, default=None, help="override the preset's seeds (>= 2)")
     p.add_argument("--data", default=None, help="dataset folder (default: the system copy)")
