@@ -52,6 +52,7 @@ def write_summary(out: Path, args, preset, results: dict, models: dict, done: di
     from effnet.bench.harness import machine_info
     from effnet.io_utils import atomic_write_json, atomic_write_text
     from effnet.nas.compare import compare_searches
+    from effnet.nas.reward import reward
     from effnet.nas.search import NasConfig
     from effnet.nas.space import describe
     from effnet.study.stats import compare
@@ -74,6 +75,19 @@ def write_summary(out: Path, args, preset, results: dict, models: dict, done: di
         med = [statistics.median(acc[k][i] for k in rand) for i in range(len(seeds))]
         comparisons["found - median random spec of its MACs (per seed)"] = compare(acc[found],
                                                                                    med)
+    if "b0" in models:  # the reward, T = B0's proxy MACs as in `effnet nas` (added after the run)
+        def rew(key: str, acc: float) -> float:
+            return reward(acc, models[key][1], models["b0"][1])
+
+        rmeans = per_seed_means(results, done, seeds, rew)
+        for arm in rmeans:
+            if arm != "random" and len(rmeans[arm]) >= 2 and len(rmeans.get("random", {})) >= 2:
+                comparisons[f"{arm} - random on the reward (picks, per search seed)"] = \
+                    compare_searches(list(rmeans[arm].values()),
+                                     list(rmeans["random"].values()))
+        if found in acc and "b0" in acc:
+            comparisons["found - B0 on the reward"] = compare(
+                [rew(found, a) for a in acc[found]], [rew("b0", a) for a in acc["b0"]])
     cfg = NasConfig()
     taus = {arm: _taus(results, arm) for arm in results}
     spreads = _spreads(results, models, done, seeds)
@@ -120,10 +134,12 @@ def report_md(s: dict, models: dict, comparisons: dict) -> str:
                                         ", every trial to the end") for a in s["picks"]),
              f"- evaluation: every pick, B0 and random specs retrained with seeds "
              f"{s['eval_seeds']} (no search or pick used them); the found baseline is "
-             f"`{s['found']}`, the search arm's pick with the best pick-phase mean", "",
-             "## Comparisons (validation top-1, points; Welch 95% interval)", "",
+             f"`{s['found']}`, the search arm's pick with the best pick-phase mean reward", "",
+             "## Comparisons (validation top-1 unless said, points; Welch 95% interval)", "",
              "Primary, named before the run: the search's picks against random search's, "
-             "each search seed one value (the mean of its pick's evaluation seeds).", ""]
+             "each search seed one value (the mean of its pick's evaluation seeds). The reward "
+             "ACC x (MACs / T)^-0.07 (T: B0's proxy MACs), the search's objective, was added "
+             "after the run.", ""]
     lines += [f"- {name}: {_pts(c)}" for name, c in comparisons.items()] or ["- (not run yet)"]
     lines += ["", "| arm | search seed | pick (trial) | MACs (M) | pick-phase mean % | "
               "evaluation mean % | trials | search trainings | pick trainings |",

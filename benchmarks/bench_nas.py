@@ -15,8 +15,9 @@ are retrained with evaluation seeds none of the searches used. The report gives:
 
 * the primary comparison, named before the run: the search's picks against random
   search's (each search seed's value the mean of its pick's retrainings; Welch's 95%
-  interval over search seeds);
-* the found baseline (the search arm's pick with the best pick-phase mean) against B0
+  interval over search seeds), on validation top-1; the same on the reward (the search's
+  objective), added after the first run;
+* the found baseline (the search arm's pick with the best pick-phase mean reward) against B0
   and against the median of the random specs of its MACs (per evaluation seed);
 * Kendall's tau between each evaluation and the final score over random search's
   trials (all trained to the end), the rungs marked;
@@ -38,6 +39,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -294,13 +296,18 @@ def _log_invocation(out: Path, args, wall: float) -> None:
                             "wall_s": wall, "python": platform.python_version()}) + "\n")
 
 
-def per_seed_means(results: dict, done: dict, seeds: list[int]) -> dict[str, dict[int, float]]:
-    """arm -> search seed -> mean evaluation accuracy of its pick (seeds all done only)."""
+def per_seed_means(results: dict, done: dict, seeds: list[int],
+                   value: Callable[[str, float], float] | None = None
+                   ) -> dict[str, dict[int, float]]:
+    """arm -> search seed -> mean evaluation accuracy of its pick (seeds all done only), or
+    the mean of `value(model key, accuracy)` (e.g. the reward)."""
     out: dict = {}
     for arm, by_seed in results.items():
         for s in by_seed:
-            accs = [done[(f"{arm}-s{s}", e)]["val_top1"] for e in seeds
-                    if (f"{arm}-s{s}", e) in done]
+            key = f"{arm}-s{s}"
+            accs = [done[(key, e)]["val_top1"] if value is None
+                    else value(key, done[(key, e)]["val_top1"]) for e in seeds
+                    if (key, e) in done]
             if len(accs) == len(seeds):
                 out.setdefault(arm, {})[s] = statistics.fmean(accs)
     return out
