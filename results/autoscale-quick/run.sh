@@ -1,9 +1,8 @@
 #!/bin/bash
-# Must-show (b) of issue 11: `effnet autoscale --preset quick` in a fresh clone, timed.
-# The clone is the one `make run` was timed in (results/study-quick/RUN.md): its .venv is what
-# `make run` installed from scratch; `git pull` brought it to the commit named in RUN.md.
+# Issue 19, must-show: `effnet autoscale --preset quick` (at most 20 min on 2 cores) with the
+# improved search (one epoch on all training images per trial, successive halving, evolution,
+# the top 2 retrained with 3 seeds). Run from the repository root with the project's .venv.
 set -euo pipefail
-cd /tmp/fresh
-git pull -q
-git log --oneline -1
+date -u +"start %F %T UTC"
 /usr/bin/time -v .venv/bin/effnet autoscale --preset quick --phi 1..3 --output runs/autoscale-quick
+date -u +"end %F %T UTC"
