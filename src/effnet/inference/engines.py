@@ -210,9 +210,26 @@ def fp32_onnx(model: nn.Module, s: Setting, workdir: Path, tuned: bool = True) -
     from .optimize import optimize_for_inference
 
     path = workdir / f"fp32-{'fast' if tuned else 'plain'}-{s.image_size}.onnx"
-    if not path.is_file():
-        export_onnx(optimize_for_inference(model) if tuned else model.eval(), path,
-                    s.image_size)
+    if path.is_file():
+        return path
+    if tuned:
+        export_onnx(optimize_for_inference(model), path, s.image_size)
+    else:
+        plain_onnx(model, path, s)
+    return path
+
+
+def plain_onnx(model: nn.Module, path: Path, s: Setting) -> Path:
+    """Any model exported as a user of another library would: torch.onnx.export (TorchScript
+    exporter, opset 17, dynamic batch) of the model as it is, in eval mode."""
+    from ..io_utils import atomic_path
+    from .optimize import quiet_tracing
+
+    with quiet_tracing(), atomic_path(path, suffix=".onnx") as tmp, torch.no_grad():
+        torch.onnx.export(model.eval(), (torch.zeros(1, *s.shape[1:]),), str(tmp),
+                          dynamo=False, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=17)
     return path
 
 
