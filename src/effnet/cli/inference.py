@@ -177,7 +177,10 @@ def _export_best(model, size: int, args: argparse.Namespace) -> int:
     threads = args.threads or torch.get_num_threads()
     setting = Setting(size, args.batch_size, threads, model.stem.conv.in_channels)
     data = _calibration(model, size, args) if args.int8 else None
-    engines = [e.strip() for e in args.engines.split(",")] if args.engines else None
+    from ..inference.engines import get_engine
+
+    engines = [get_engine(e.strip()).name for e in args.engines.split(",") if e.strip()] \
+        if args.engines else None
     print(f"timing {', '.join(engines or fastest.exportable(args.int8))} at batch "
           f"{setting.batch}, {threads} thread(s)...", file=sys.stderr)
     pick, files = fastest.export_fastest(model, args.output, setting, engines, args.int8, data,

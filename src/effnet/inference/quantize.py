@@ -65,6 +65,8 @@ def check_int8_allowed(model: nn.Module, allow_swish: bool = False) -> None:
 def calibration_files(folder: str | os.PathLike, limit: int = DEFAULT_CALIBRATION_IMAGES
                       ) -> list[Path]:
     """Up to `limit` image files under `folder` (any depth), evenly spread over the sorted list."""
+    if limit < 1:
+        raise ParameterError(f"calibration_images {limit} must be >= 1", "calibration_images")
     root = Path(folder)
     if not root.is_dir():
         raise ParameterError(f"calibration folder {root} not found: give a folder of images like "
@@ -75,8 +77,6 @@ def calibration_files(folder: str | os.PathLike, limit: int = DEFAULT_CALIBRATIO
         raise ParameterError(f"no image files under {root} ({', '.join(IMG_EXTENSIONS)}): give "
                              "calibration a folder of images like those the model will see",
                              "calibration")
-    if limit < 1:
-        raise ParameterError(f"calibration_images {limit} must be >= 1", "calibration_images")
     if len(files) > limit:
         step = len(files) / limit
         files = [files[int(i * step)] for i in range(limit)]
