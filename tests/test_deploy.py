@@ -221,3 +221,18 @@ def test_bench_deploy_cli_bad_threads_is_one_line(capsys):
     assert main(["bench", "inference", "--threads", "1,2"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "several are for deploy" in err
+
+
+def test_export_form_folds_same_padding_into_static_pads(tmp_path):
+    """TF SAME padding traced from the input's shape leaves shape arithmetic in the ONNX graph;
+    folded for the export size it leaves none, and the outputs stay eager's."""
+    import onnx
+
+    net = tiny_model(padding="same")
+    path = engines_mod.fp32_onnx(net, SETTING, tmp_path)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "Shape" not in ops and "Gather" not in ops and "MatMul" not in ops and "Conv" in ops
+    x = check_inputs(SETTING)
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(s.run(None, {s.get_inputs()[0].name: x})[0], eager_logits(net, x),
+                               atol=1e-4, rtol=1e-4)

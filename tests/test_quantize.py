@@ -42,6 +42,12 @@ def images(tmp_path):
     return folder, np.stack(pixels)
 
 
+@pytest.fixture
+def swish_folder(tmp_path):
+    """A save_pretrained folder of the tiny Swish model (32 px, whole-image eval)."""
+    return tiny_model(activation="silu", se_ratio=0.25).save_pretrained(tmp_path / "swish")
+
+
 def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
@@ -96,15 +102,15 @@ def test_swish_models_are_refused_unless_asked(images, tmp_path):
     assert export_int8(swish, tmp_path / "s.onnx", folder, allow_swish=True).is_file()
 
 
-def test_cli_int8_export_and_its_check(images, tmp_path, capsys, cat_dog):
+def test_cli_int8_export_and_its_check(images, tmp_path, capsys, swish_folder):
     folder, _ = images
     out = tmp_path / "q.onnx"
-    code = main(["export", str(cat_dog), "--int8", "--calibration", str(folder), "--output",
+    code = main(["export", str(swish_folder), "--int8", "--calibration", str(folder), "--output",
                  str(out)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--allow-swish-int8" in err
     assert not out.exists()
-    code = main(["export", str(cat_dog), "--int8", "--calibration", str(folder),
+    code = main(["export", str(swish_folder), "--int8", "--calibration", str(folder),
                  "--allow-swish-int8", "--output", str(out)])
     stdout = capsys.readouterr().out
     assert code == 0 and out.is_file()
@@ -120,12 +126,12 @@ def test_cli_int8_export_and_its_check(images, tmp_path, capsys, cat_dog):
     (["--int8", "--calibration", "EMPTY", "--allow-swish-int8", "--calibration-images", "0"],
      "--calibration-images 0 must be >= 1"),
 ])
-def test_bad_int8_input_is_one_line(argv, message, tmp_path, capsys, cat_dog):
+def test_bad_int8_input_is_one_line(argv, message, tmp_path, capsys, swish_folder):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / "sub" / "readme.txt").write_text("no images here")
     argv = [str(tmp_path / "empty") if a == "EMPTY" else str(tmp_path / "nope") if a == "MISSING"
             else a for a in argv]
-    code = main(["export", str(cat_dog), *argv, "--output", str(tmp_path / "q.onnx")])
+    code = main(["export", str(swish_folder), *argv, "--output", str(tmp_path / "q.onnx")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "q.onnx").exists()

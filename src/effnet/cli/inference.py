@@ -108,9 +108,10 @@ def _export_plain(model, size: int, args: argparse.Namespace) -> int:
 
     exported = model
     if not args.no_optimize:  # BN folded into the convs: a smaller graph, same outputs
-        from ..inference.optimize import optimize_for_inference
+        from ..inference.optimize import export_form, optimize_for_inference
 
-        exported = optimize_for_inference(model)
+        exported = (export_form(model, size) if args.format == "onnx" else
+                    optimize_for_inference(model))
     path = export(exported, args.output, args.format, size, args.opset)
     line = f"wrote  {path} ({args.format}, input Nx{model.stem.conv.in_channels}x{size}x{size}"
     line += ", dynamic batch)" if args.format == "onnx" else ")"

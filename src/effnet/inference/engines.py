@@ -74,7 +74,8 @@ class Runner:
 
 @dataclass(frozen=True)
 class Check:
-    """An engine's outputs against eager's on the same inputs, and whether they pass."""
+    """An engine's outputs against eager's on the same inputs, and whether they pass: `allowed`
+    bounds max |diff| (FP32) or the relative error (INT8)."""
 
     engine: str
     max_abs_diff: float
@@ -82,10 +83,15 @@ class Check:
     relative_error: float
     top1_agreement: float
     passed: bool
+    int8: bool = False
 
     def describe(self) -> str:
-        return (f"{self.engine}: max |diff| {self.max_abs_diff:.2e} (allowed {self.allowed:.2e}),"
-                f" relative error {self.relative_error:.2e}, top-1 agreement "
+        """The check in words: the criterion that decides first, with its limit."""
+        diff = f"max |diff| {self.max_abs_diff:.2e}"
+        rel = f"relative error {self.relative_error:.2e}"
+        limit = f" (allowed {self.allowed:.2e})"
+        first, second = (rel + limit, diff) if self.int8 else (diff + limit, rel)
+        return (f"{self.engine}: {first}, {second}, top-1 agreement "
                 f"{100 * self.top1_agreement:.1f}%")
 
 
@@ -131,10 +137,10 @@ class Engine:
         diff = float(np.abs(ours - ref).max()) if ref.size else 0.0
         rel = relative_error(ours, ref)
         agree = top1_agreement(ours, ref)
-        allowed = self.atol + self.rtol * float(np.abs(ref).max(initial=0.0))
-        passed = bool(np.isfinite(ours).all()) and (
-            rel <= self.max_relative_error if self.int8 else diff <= allowed)
-        return Check(self.name, diff, allowed, rel, agree, passed)
+        allowed = (self.max_relative_error if self.int8 else
+                   self.atol + self.rtol * float(np.abs(ref).max(initial=0.0)))
+        passed = bool(np.isfinite(ours).all()) and (rel if self.int8 else diff) <= allowed
+        return Check(self.name, diff, allowed, rel, agree, passed, self.int8)
 
 
 # ---------------------------------------------------------------- torch engines
@@ -207,13 +213,13 @@ def fp32_onnx(model: nn.Module, s: Setting, workdir: Path, tuned: bool = True) -
     """The model's FP32 ONNX file in `workdir`, written once: tuned, of the BN-folded fast
     model (effnet's export); with defaults, of the model as it is."""
     from .export import export_onnx
-    from .optimize import optimize_for_inference
+    from .optimize import export_form
 
     path = workdir / f"fp32-{'fast' if tuned else 'plain'}-{s.image_size}.onnx"
     if path.is_file():
         return path
     if tuned:
-        export_onnx(optimize_for_inference(model), path, s.image_size)
+        export_onnx(export_form(model, s.image_size), path, s.image_size)
     else:
         plain_onnx(model, path, s)
     return path

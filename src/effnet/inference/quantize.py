@@ -3,7 +3,7 @@
 EfficientNet-Lite was designed for integer inference: no squeeze-excitation and
 ReLU6 instead of Swish, whose unbounded, curved range does not survive 8 bits
 (Lite's model card: TFLite Lite0 INT8 lost 0.7 points of ImageNet top-1 at 1.85x
-the speed). Here the BN-folded model (:func:`~effnet.inference.optimize.optimize_for_inference`)
+the speed). Here the BN-folded model (:func:`~effnet.inference.optimize.export_form`)
 is exported to ONNX and quantized with ONNX Runtime's static quantizer
 (`onnxruntime.quantization.quantize_static`): QDQ format, int8 weights per output
 channel, uint8 activations whose ranges come from running the float model on
@@ -172,7 +172,8 @@ def quantize_onnx(fp32_path: str | os.PathLike, output: str | os.PathLike,
         import onnx
 
         name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
-        reader = _Reader(name, calibration, CALIBRATION_BATCH)
+        # the histogram calibrators cannot merge batches of different sizes: one image each
+        reader = _Reader(name, calibration, CALIBRATION_BATCH if method == "minmax" else 1)
         with atomic_path(output, suffix=".onnx") as out:
             quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ,
                             per_channel=True, reduce_range=reduce,
@@ -193,7 +194,7 @@ def export_int8(model: nn.Module, output: str | os.PathLike, calibration: np.nda
     :func:`quantize_onnx`. Swish models need `allow_swish` (:func:`check_int8_allowed`).
     """
     from .export import export_onnx
-    from .optimize import optimize_for_inference
+    from .optimize import export_form
 
     check_int8_allowed(model, allow_swish)
     _method(method)
@@ -204,7 +205,7 @@ def export_int8(model: nn.Module, output: str | os.PathLike, calibration: np.nda
         raise EffnetError(f"calibration images are {data.shape[-2]}x{data.shape[-1]} but the "
                           f"export is {size}x{size}: preprocess them at the export size")
     with tempfile.TemporaryDirectory(prefix="effnet-int8-") as tmp:
-        fp32 = export_onnx(optimize_for_inference(model.eval()), Path(tmp) / "fp32.onnx", size)
+        fp32 = export_onnx(export_form(model.eval(), size), Path(tmp) / "fp32.onnx", size)
         return quantize_onnx(fp32, output, data, method, reduce_range)
 
 
