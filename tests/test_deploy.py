@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
 import json
 import statistics
@@ -13,7 +14,6 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from effnet.bench import deploy as deploy_mod
 from effnet.cli import main
 from effnet.errors import EffnetError
 from effnet.inference import engines as engines_mod
@@ -21,6 +21,7 @@ from effnet.inference.engines import ENGINES, Setting, check_inputs, eager_logit
 from effnet.inference.fastest import export_fastest, pick_fastest
 from tests.conftest import tiny_model
 
+deploy_mod = importlib.import_module("effnet.bench.deploy")  # the module, not the function
 FP32 = ["eager", "fast", "torchscript", "onnxruntime", "openvino"]
 MODELS = {  # Lite-like (ReLU6, no SE), B-like (Swish, SE), and TF SAME padding (even input)
     "lite": dict(activation="relu6"),

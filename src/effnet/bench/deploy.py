@@ -26,20 +26,19 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import statistics
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from ..errors import EffnetError
 from ..io_utils import first_line
-from .records import Record
+from .records import DeployRow
+from .results import DeployResult
 
 DEPLOY_MODELS = ("b0", "lite0", "b3")
 REFERENCE = "timm-eager"
@@ -172,121 +171,6 @@ class RemoteRow:
         if self._proc.is_alive():
             self._proc.kill()
             self._proc.join()
-
-
-# ---------------------------------------------------------------- results
-@dataclass(frozen=True)
-class DeployRow(Record):
-    """One row timed at one (model, batch, threads), with its check against eager."""
-
-    model: str
-    row: str
-    engine: str
-    source: str
-    tuned: bool
-    int8: bool
-    batch: int
-    threads: int
-    seconds: tuple[float, ...]
-    max_abs_diff: float | None
-    allowed: float | None
-    relative_error: float | None
-    top1_agreement: float | None
-    passed: bool
-    gflops: float = 0.0
-    share_of_peak: float = 0.0
-    x_timm_eager: float | None = None
-    prepare_s: float = 0.0
-    error: str = ""
-
-    @property
-    def median_s(self) -> float:
-        return statistics.median(self.seconds) if self.seconds else float("nan")
-
-    @property
-    def images_per_s(self) -> float:
-        return self.batch / self.median_s if self.seconds else 0.0
-
-    def format(self) -> str:
-        if not self.seconds:
-            why = self.error or (f"outputs off eager: max|diff| {self.max_abs_diff:.1e}, "
-                                 f"allowed {self.allowed:.1e}, relative error "
-                                 f"{self.relative_error:.1e}")
-            return f"  {self.row:<18}not timed: {why}"
-        x = f"{self.x_timm_eager:7.2f}" if self.x_timm_eager is not None else "      -"
-        return (f"  {self.row:<18}{1e3 * self.median_s:9.2f}{self.images_per_s:9.1f}{x}"
-                f"{self.gflops:9.1f}{100 * self.share_of_peak:7.1f}%{self.max_abs_diff:10.1e}"
-                f"{self.relative_error:9.1e}")
-
-    def as_dict(self) -> dict[str, Any]:
-        d = super().as_dict()
-        d.update(median_s=self.median_s if self.seconds else None,
-                 images_per_s=self.images_per_s)
-        return d
-
-
-@dataclass(frozen=True)
-class DeployResult(Record):
-    """Every row at every setting, the matmul peaks, and the summary ratios."""
-
-    task: ClassVar[str] = "deploy"
-    models: dict[str, dict[str, int]]
-    peaks_gflops: dict[int, float]
-    rows: tuple[DeployRow, ...]
-    skipped: dict[str, str]
-    command: str = ""
-    versions: dict[str, str] | None = None
-
-    def groups(self) -> dict[tuple[str, int, int], list[DeployRow]]:
-        out: dict[tuple[str, int, int], list[DeployRow]] = {}
-        for r in self.rows:
-            out.setdefault((r.model, r.batch, r.threads), []).append(r)
-        return out
-
-    def summary(self) -> list[dict[str, Any]]:
-        """Per setting: effnet's best FP32 row against the best default (timm) row, and each
-        INT8 row against its engine's FP32 row."""
-        out = []
-        for (model, batch, threads), rows in self.groups().items():
-            timed = {r.row: r for r in rows if r.seconds}
-            ours = [r for r in timed.values() if r.source == "effnet" and not r.int8]
-            theirs = [r for r in timed.values() if r.source != "effnet"]
-            s: dict[str, Any] = {"model": model, "batch": batch, "threads": threads}
-            if ours and theirs:
-                best, ref = min(ours, key=_median), min(theirs, key=_median)
-                s.update(best=best.row, best_default=ref.row,
-                         x_best_default=ref.median_s / best.median_s)
-            for r in timed.values():
-                fp32 = timed.get(r.row.removesuffix("-int8"))
-                if r.int8 and fp32 is not None:
-                    s[f"{r.row}_x_fp32"] = fp32.median_s / r.median_s
-            out.append(s)
-        return out
-
-    def format(self) -> str:
-        lines = [f"skipped: {k}: {v}" for k, v in self.skipped.items()]
-        for (model, batch, threads), rows in self.groups().items():
-            m = self.models[model]
-            lines += [f"{model} @{m['resolution']}px, batch {batch}, {threads} thread(s); "
-                      f"matmul peak {self.peaks_gflops[threads]:.0f} GFLOP/s; medians",
-                      f"  {'row':<18}{'ms':>9}{'img/s':>9}{'x timm':>7}{'GFLOP/s':>9}"
-                      f"{'peak':>8}{'max|diff|':>10}{'rel.err':>9}"]
-            lines += [r.format() for r in rows]
-        for s in self.summary():
-            if "best" in s:
-                lines.append(f"{s['model']} batch {s['batch']} {s['threads']} thread(s): "
-                             f"effnet's best {s['best']} is {s['x_best_default']:.2f}x the best "
-                             f"default engine ({s['best_default']})")
-        return "\n".join(lines)
-
-    def as_dict(self) -> dict[str, Any]:
-        d = super().as_dict()
-        d["summary"] = self.summary()
-        return d
-
-
-def _median(r: DeployRow) -> float:
-    return r.median_s
 
 
 # ---------------------------------------------------------------- the benchmark
