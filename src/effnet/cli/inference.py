@@ -152,6 +152,11 @@ def _export_int8(model, size: int, args: argparse.Namespace) -> int:
         ours = session.run(None, {session.get_inputs()[0].name: data})[0]
         check = get_engine("onnxruntime-int8").check(ours, eager_logits(model, data))
         print(f"check  INT8 vs FP32 PyTorch on the calibration images: {check.describe()}")
+        if not check.passed:
+            print(f"effnet: warning: the INT8 file is far from FP32 (relative error "
+                  f"{check.relative_error:.2f} > {check.allowed:.2f}): calibrate on more images "
+                  "like those the model will see, or try --calibration-method percentile",
+                  file=sys.stderr)
     return 0
 
 
