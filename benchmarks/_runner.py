@@ -7,8 +7,9 @@ from effnet.cli import main
 
 
 def run(task: str, result_name: str, *fixed: str) -> None:
-    """Run `effnet bench task *fixed *argv`, writing results/<result_name>.json unless --json."""
+    """Run `effnet bench task *fixed *argv`, writing results/<result_name>.json unless --json
+    (or --output) is given."""
     args = sys.argv[1:]
-    if "--json" not in args:
+    if not {"--json", "--output"} & {a.split("=")[0] for a in args}:
         args += ["--json", str(Path(__file__).parent / "results" / f"{result_name}.json")]
     sys.exit(main(["bench", task, *fixed, *args]))

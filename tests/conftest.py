@@ -91,3 +91,24 @@ def saved_storage_bytes(model: torch.nn.Module, x: torch.Tensor, loss_fn=None) -
             out = loss_fn(out)
     del out
     return sum(seen.values())
+
+
+def tiny_model(activation: str = "relu6", se_ratio: float = 0.0, padding: str = "symmetric",
+               num_classes: int = 10, size: int = 32, seed: int = 0) -> torch.nn.Module:
+    """A three-stage MBConv network (Lite-like with relu6 and no SE, B-like with silu and SE),
+    random BN statistics, eval mode, pretrained_cfg at `size` px with whole-image eval."""
+    import effnet
+    from effnet.spec import NetworkSpec, StageSpec
+
+    spec = NetworkSpec(
+        name=f"tiny-{activation}",
+        stages=(StageSpec("mbconv", 3, 1, 1, 16, 1, se_ratio),
+                StageSpec("mbconv", 3, 2, 6, 24, 2, se_ratio),
+                StageSpec("mbconv", 5, 2, 6, 40, 1, se_ratio)),
+        stem_channels=16, head_channels=64, activation=activation)
+    torch.manual_seed(seed)
+    model = effnet.create_model(spec=spec, num_classes=num_classes, padding=padding)
+    randomize_bn_stats(model, seed=seed + 1)
+    model.pretrained_cfg.update(input_size=(3, size, size), crop_pct=1.0,
+                                interpolation="bilinear")
+    return model.eval()

@@ -16,7 +16,9 @@ against timm's eager model, the library people use today.
 * :mod:`.memory` - what a training step keeps for backward, op by op, and its peak memory;
 * :mod:`.table4` - paper Table 4: EfficientNet-B1 against ResNet-152, batch 1, one core;
 * :mod:`.limits` - the matmul peak (GFLOP/s), copy bandwidth and the bytes-moved bound of
-  the depthwise convolutions.
+  the depthwise convolutions;
+* :mod:`.deploy` - every CPU engine (effnet.inference.engines) head to head, each in its own
+  process, against timm with each engine's defaults.
 
 Peak memory on CPU is measured in a fresh child process per implementation
 (see :mod:`.memory`); on CUDA the allocator's own peak statistics are used.
@@ -29,6 +31,8 @@ from .._lazy import lazy_exports
 _EXPORTS: dict[str, str] = {
     "BASELINE": "references",
     "BenchResult": "results",
+    "DeployResult": "results",
+    "DeployRow": "records",
     "DepthwiseBound": "records",
     "DepthwiseLayer": "records",
     "IMPL_HELP": "impls",
@@ -49,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     "TrainingRow": "records",
     "copy_bandwidth": "limits",
     "copy_weights_by_order": "references",
+    "deploy": "deploy",
     "depthwise_bound": "limits",
     "describe_device": "harness",
     "format_table": "harness",
@@ -69,22 +74,25 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = ["BASELINE", "IMPL_HELP", "INFERENCE_IMPLS", "OPTIONAL_INFERENCE_IMPLS", "PAPER_TABLE4",
-           "REFERENCE_BN_EPS", "TRAINING_IMPLS", "BenchResult", "DepthwiseBound",
+           "REFERENCE_BN_EPS", "TRAINING_IMPLS", "BenchResult", "DeployResult", "DeployRow",
+           "DepthwiseBound",
            "DepthwiseLayer", "InferenceResult", "InferenceRow", "LimitsResult", "MemoryResult",
            "PeakFraction", "Record", "Row", "Table4Result", "TrainingResult", "TrainingRow",
-           "copy_bandwidth", "copy_weights_by_order",
+           "copy_bandwidth", "copy_weights_by_order", "deploy",
            "depthwise_bound", "describe_device", "format_table", "inference", "machine_limits",
            "matmul_peak", "memory_report", "num_threads", "peak_step_memory", "randomize_bn",
            "reference_models", "saved_bytes", "saved_tensors_by_op", "table4",
            "time_alternating", "training", "write_json"]
 
 if TYPE_CHECKING:
+    from .deploy import deploy
     from .harness import describe_device, format_table, num_threads, time_alternating, write_json
     from .impls import IMPL_HELP, INFERENCE_IMPLS, OPTIONAL_INFERENCE_IMPLS, TRAINING_IMPLS
     from .inference import inference
     from .limits import copy_bandwidth, depthwise_bound, machine_limits, matmul_peak
     from .memory import memory_report, peak_step_memory, saved_bytes, saved_tensors_by_op
     from .records import (
+        DeployRow,
         DepthwiseBound,
         DepthwiseLayer,
         InferenceRow,
@@ -103,6 +111,7 @@ if TYPE_CHECKING:
     )
     from .results import (
         BenchResult,
+        DeployResult,
         InferenceResult,
         LimitsResult,
         MemoryResult,

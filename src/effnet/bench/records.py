@@ -7,7 +7,8 @@ benchmark functions return, built of these, are in :mod:`.results`.
 * :class:`Row` - one implementation timed in one setting; :class:`InferenceRow` and
   :class:`TrainingRow` add what their benchmark measures;
 * :class:`DepthwiseBound` (of :class:`DepthwiseLayer`) - the bytes-moved bound of the
-  depthwise convs; :class:`PeakFraction` - a rate as a fraction of the matmul peak.
+  depthwise convs; :class:`PeakFraction` - a rate as a fraction of the matmul peak;
+* :class:`DeployRow` - one engine row of `effnet bench deploy` with its check against eager.
 
 Ratios against the baseline are attributes of a row (`x_baseline`,
 `saved_x_baseline`, `peak_x_baseline`), set by `row.against(baseline_row)`;
@@ -253,3 +254,53 @@ class PeakFraction(Record):
     def format(self) -> str:
         return (f"  {self.impl:<16} batch {self.batch:>3}: {self.gflops:6.1f} GFLOP/s"
                 f" = {100 * self.fraction:.1f}% of the matmul peak")
+
+
+@dataclass(frozen=True)
+class DeployRow(Record):
+    """One row timed at one (model, batch, threads), with its check against eager."""
+
+    model: str
+    row: str
+    engine: str
+    source: str
+    tuned: bool
+    int8: bool
+    batch: int
+    threads: int
+    seconds: tuple[float, ...]
+    max_abs_diff: float | None
+    allowed: float | None
+    relative_error: float | None
+    top1_agreement: float | None
+    passed: bool
+    gflops: float = 0.0
+    share_of_peak: float = 0.0
+    x_timm_eager: float | None = None
+    prepare_s: float = 0.0
+    error: str = ""
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.seconds) if self.seconds else float("nan")
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch / self.median_s if self.seconds else 0.0
+
+    def format(self) -> str:
+        if not self.seconds:
+            why = self.error or (f"outputs off eager: max|diff| {self.max_abs_diff:.1e}, "
+                                 f"allowed {self.allowed:.1e}, relative error "
+                                 f"{self.relative_error:.1e}")
+            return f"  {self.row:<18}not timed: {why}"
+        x = f"{self.x_timm_eager:7.2f}" if self.x_timm_eager is not None else "      -"
+        return (f"  {self.row:<18}{1e3 * self.median_s:9.2f}{self.images_per_s:9.1f}{x}"
+                f"{self.gflops:9.1f}{100 * self.share_of_peak:7.1f}%{self.max_abs_diff:10.1e}"
+                f"{self.relative_error:9.1e}")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = super().as_dict()
+        d.update(median_s=self.median_s if self.seconds else None,
+                 images_per_s=self.images_per_s)
+        return d

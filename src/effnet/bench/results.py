@@ -8,7 +8,8 @@ the JSON it writes.
 * :class:`TrainingResult` - step images/s, saved and peak memory (`bench.training`);
 * :class:`Table4Result` - paper Table 4, B1 against ResNet-152 (`bench.table4`);
 * :class:`LimitsResult` - matmul peak, copy bandwidth, the depthwise bound (`bench.machine_limits`);
-* :class:`MemoryResult` - bytes kept for backward by op and role (`bench.memory_report`).
+* :class:`MemoryResult` - bytes kept for backward by op and role (`bench.memory_report`);
+* :class:`DeployResult` - every CPU engine at every setting, matmul peaks (`bench.deploy`).
 
 No torch here.
 """
@@ -20,7 +21,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .records import DepthwiseBound, InferenceRow, PeakFraction, Record, TrainingRow, _mib
+from .records import (
+    DeployRow,
+    DepthwiseBound,
+    InferenceRow,
+    PeakFraction,
+    Record,
+    TrainingRow,
+    _mib,
+)
 
 
 @dataclass(frozen=True)
@@ -192,3 +201,67 @@ class MemoryResult(Record):
 
 
 BenchResult = InferenceResult | TrainingResult | Table4Result | LimitsResult | MemoryResult
+
+
+@dataclass(frozen=True)
+class DeployResult(Record):
+    """Every row at every setting, the matmul peaks, and the summary ratios."""
+
+    task: ClassVar[str] = "deploy"
+    models: dict[str, dict[str, int]]
+    peaks_gflops: dict[int, float]
+    rows: tuple[DeployRow, ...]
+    skipped: dict[str, str]
+    command: str = ""
+    versions: dict[str, str] | None = None
+
+    def groups(self) -> dict[tuple[str, int, int], list[DeployRow]]:
+        out: dict[tuple[str, int, int], list[DeployRow]] = {}
+        for r in self.rows:
+            out.setdefault((r.model, r.batch, r.threads), []).append(r)
+        return out
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per setting: effnet's best FP32 row against the best default (timm) row, and each
+        INT8 row against its engine's FP32 row."""
+        out = []
+        for (model, batch, threads), rows in self.groups().items():
+            timed = {r.row: r for r in rows if r.seconds}
+            ours = [r for r in timed.values() if r.source == "effnet" and not r.int8]
+            theirs = [r for r in timed.values() if r.source != "effnet"]
+            s: dict[str, Any] = {"model": model, "batch": batch, "threads": threads}
+            if ours and theirs:
+                best, ref = min(ours, key=_median), min(theirs, key=_median)
+                s.update(best=best.row, best_default=ref.row,
+                         x_best_default=ref.median_s / best.median_s)
+            for r in timed.values():
+                fp32 = timed.get(r.row.removesuffix("-int8"))
+                if r.int8 and fp32 is not None:
+                    s[f"{r.row}_x_fp32"] = fp32.median_s / r.median_s
+            out.append(s)
+        return out
+
+    def format(self) -> str:
+        lines = [f"skipped: {k}: {v}" for k, v in self.skipped.items()]
+        for (model, batch, threads), rows in self.groups().items():
+            m = self.models[model]
+            lines += [f"{model} @{m['resolution']}px, batch {batch}, {threads} thread(s); "
+                      f"matmul peak {self.peaks_gflops[threads]:.0f} GFLOP/s; medians",
+                      f"  {'row':<18}{'ms':>9}{'img/s':>9}{'x timm':>7}{'GFLOP/s':>9}"
+                      f"{'peak':>8}{'max|diff|':>10}{'rel.err':>9}"]
+            lines += [r.format() for r in rows]
+        for s in self.summary():
+            if "best" in s:
+                lines.append(f"{s['model']} batch {s['batch']} {s['threads']} thread(s): "
+                             f"effnet's best {s['best']} is {s['x_best_default']:.2f}x the best "
+                             f"default engine ({s['best_default']})")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = super().as_dict()
+        d["summary"] = self.summary()
+        return d
+
+
+def _median(r: DeployRow) -> float:
+    return r.median_s

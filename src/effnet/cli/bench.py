@@ -7,7 +7,7 @@ import sys
 
 from ..errors import EffnetError
 
-TASKS = ("inference", "training", "memory", "table4", "limits")
+TASKS = ("inference", "training", "memory", "table4", "limits", "deploy")
 
 
 def _ints(text: str) -> list[int]:
@@ -18,6 +18,19 @@ def _ints(text: str) -> list[int]:
                          "e.g. 1,32") from None
     if not values or min(values) < 1:
         raise EffnetError(f"bad batch list {text!r}: batch sizes must be >= 1")
+    return values
+
+
+def _threads(text: str) -> list[int]:
+    """--threads: a count, or several separated by commas ('all': every CPU of this process)."""
+    from ..bench.deploy import all_threads
+
+    try:
+        values = [all_threads() if v.strip() == "all" else int(v) for v in text.split(",")
+                  if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad thread count {text!r}: give a number, 'all', or "
+                                         "several separated by commas (deploy)") from None
     return values
 
 
@@ -45,8 +58,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _check_args(args: argparse.Namespace) -> None:
     """Threads, repeats (default 7, training 3) and the device, checked before any work."""
-    if args.threads is not None and args.threads < 1:
+    if args.threads is not None and (not args.threads or min(args.threads) < 1):
         raise EffnetError("--threads must be >= 1")
+    if args.task != "deploy" and args.threads is not None:
+        if len(args.threads) > 1:
+            raise EffnetError(f"--threads takes one count for {args.task} (several are for "
+                              "deploy)")
+        args.threads = args.threads[0]
     if args.repeats is None:
         args.repeats = 3 if args.task == "training" else 7
     if args.repeats < 1:
@@ -104,9 +122,20 @@ def _limits(args: argparse.Namespace, progress):
     return bench.machine_limits(args.model, args.threads, rows)
 
 
+def _deploy(args: argparse.Namespace, progress):
+    from ..bench.deploy import DEPLOY_MODELS, deploy
+
+    if args.device != "cpu":
+        raise EffnetError("deploy compares CPU engines: use --device cpu")
+    return deploy(_names(args.models) or list(DEPLOY_MODELS), _ints(args.batch or "1,32"),
+                  args.threads, _names(args.impls), args.repeats, isolate=not args.in_process,
+                  resolution=args.resolution, peak_size=args.peak_size, progress=progress,
+                  command=" ".join(["effnet", *sys.argv[1:]]))
+
+
 # Each task of `effnet bench`: (args, progress callback) -> its result.
 TASK_RUNNERS = {"inference": _inference, "training": _training, "memory": _memory,
-                "table4": _table4, "limits": _limits}
+                "table4": _table4, "limits": _limits, "deploy": _deploy}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -117,14 +146,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(B1 vs ResNet-152, batch 1, one thread); limits: matmul peak and the "
                         "depthwise bytes-moved bound")
     p.add_argument("--model", default="b0", help="b0..b7 (timm and torchvision must have it)")
-    p.add_argument("--batch", default=None,
-                   help="batch sizes, e.g. 1,32 (inference, default) or 64 (training)")
+    p.add_argument("--models", default=None,
+                   help="deploy: comma-separated models (default b0,lite0,b3)")
+    p.add_argument("--batch", "--batch-sizes", dest="batch", default=None,
+                   help="batch sizes, e.g. 1,32 (inference and deploy, default) or 64 "
+                        "(training)")
     p.add_argument("--resolution", type=int, default=None, help="default: the model's own")
-    p.add_argument("--impls", default=None,
-                   help="comma-separated implementations (default: all of the task's)")
-    p.add_argument("--repeats", type=int, default=None,
+    p.add_argument("--impls", "--engines", dest="impls", default=None,
+                   help="comma-separated implementations (default: all of the task's; deploy: "
+                        "every installed engine and the timm-* reference rows)")
+    p.add_argument("--repeats", "--rounds", dest="repeats", type=int, default=None,
                    help="rounds, medians are reported (default 7; training 3)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--threads", type=_threads, default=None,
+                   help="torch intra-op threads; deploy: a list such as 1,all (the default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--compile", action="store_true",
@@ -134,7 +168,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training: skip the peak-memory child processes")
     p.add_argument("--with-inference", action="store_true",
                    help="limits: also measure models' fraction of the matmul peak")
-    p.add_argument("--json", default=None, help="write the results here as JSON")
+    p.add_argument("--in-process", action="store_true",
+                   help="deploy: run every engine in this process (quicker start, no isolation)")
+    p.add_argument("--peak-size", type=int, default=2048,
+                   help="deploy: matrix size of the matmul peak measurement (default 2048)")
+    p.add_argument("--json", "--output", dest="json", default=None,
+                   help="write the results here as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from ..errors import EffnetError
@@ -53,13 +54,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Export a model with its weights to ONNX (dynamic batch) or TorchScript."""
-    from ..inference.export import check_opset, export, max_onnx_difference
+    """Export a model with its weights to ONNX (dynamic batch), TorchScript or OpenVINO IR; INT8
+    (--int8 --calibration DIR); or the engine measured fastest here (--format best)."""
+    from ..inference.export import check_opset
     from ..inference.predict import model_from_weights
     from ..limits import check_resolution
     from ..model_factory import create_model
     from ..weights import resolve_weights
 
+    _check_export_args(args)
     name = args.name
     if args.weights is None and (named := resolve_weights(name)).names_model:
         name, weights = None, named  # a folder or run that names its model
@@ -74,11 +77,41 @@ def cmd_export(args: argparse.Namespace) -> int:
               file=sys.stderr)
     size = args.image_size or model.pretrained_cfg["input_size"][-1]
     check_resolution(model, size)
+    if args.int8:
+        from ..inference.quantize import check_int8_allowed
+
+        check_int8_allowed(model, args.allow_swish_int8)
+    if args.format == "best":
+        return _export_best(model, size, args)
+    if args.int8:
+        return _export_int8(model, size, args)
+    if args.format == "openvino":
+        return _export_openvino(model, size, args)
+    return _export_plain(model, size, args)
+
+
+def _check_export_args(args: argparse.Namespace) -> None:
+    """Flags that only make sense together, checked before any model is built."""
+    if args.int8 and args.format not in ("onnx", "best"):
+        raise EffnetError(f"--int8 writes ONNX: use --format onnx or best, not {args.format}")
+    if args.int8 and args.calibration is None:
+        raise EffnetError("--int8 needs --calibration DIR: a folder of images like those the "
+                          "model will see (a few hundred are enough)")
+    if args.calibration is not None and not args.int8:
+        raise EffnetError("--calibration is for INT8: add --int8")
+    if args.batch_size < 1 or (args.threads is not None and args.threads < 1):
+        raise EffnetError("--batch-size and --threads must be >= 1")
+
+
+def _export_plain(model, size: int, args: argparse.Namespace) -> int:
+    from ..inference.export import export, max_onnx_difference
+
     exported = model
     if not args.no_optimize:  # BN folded into the convs: a smaller graph, same outputs
-        from ..inference.optimize import optimize_for_inference
+        from ..inference.optimize import export_form, optimize_for_inference
 
-        exported = optimize_for_inference(model)
+        exported = (export_form(model, size) if args.format == "onnx" else
+                    optimize_for_inference(model))
     path = export(exported, args.output, args.format, size, args.opset)
     line = f"wrote  {path} ({args.format}, input Nx{model.stem.conv.in_channels}x{size}x{size}"
     line += ", dynamic batch)" if args.format == "onnx" else ")"
@@ -90,6 +123,81 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise EffnetError(f"the ONNX file disagrees with PyTorch by {diff:.2e}: report this "
                               "as a bug, with the model name")
     return 0
+
+
+def _calibration(model, size: int, args: argparse.Namespace):
+    from ..inference.quantize import calibration_batch
+
+    data = calibration_batch(model, args.calibration, size, args.calibration_images)
+    print(f"calib  {len(data)} images from {args.calibration}, preprocessed as the model's "
+          f"pretrained_cfg says ({size}px)")
+    return data
+
+
+def _export_int8(model, size: int, args: argparse.Namespace) -> int:
+    """INT8 ONNX, then its logits against FP32 eager on the calibration images."""
+    from ..inference.engines import eager_logits, get_engine, require
+    from ..inference.quantize import export_int8
+
+    require("onnxruntime-int8")
+    data = _calibration(model, size, args)
+    path = export_int8(model, args.output, data, size, args.calibration_method,
+                       allow_swish=True, reduce_range=None)
+    print(f"wrote  {path} (onnx INT8 QDQ, per-channel weights, {args.calibration_method} "
+          f"calibration, input Nx{model.stem.conv.in_channels}x{size}x{size}, dynamic batch)")
+    if not args.no_check:
+        from ..inference.export import onnx_session
+
+        session = onnx_session(path)
+        ours = session.run(None, {session.get_inputs()[0].name: data})[0]
+        check = get_engine("onnxruntime-int8").check(ours, eager_logits(model, data))
+        print(f"check  INT8 vs FP32 PyTorch on the calibration images: {check.describe()}")
+        if not check.passed:
+            print(f"effnet: warning: the INT8 file is far from FP32 (relative error "
+                  f"{check.relative_error:.2f} > {check.allowed:.2f}): calibrate on more images "
+                  "like those the model will see, or try --calibration-method percentile",
+                  file=sys.stderr)
+    return 0
+
+
+def _export_openvino(model, size: int, args: argparse.Namespace) -> int:
+    from ..inference.engines import Setting, require
+
+    engine = require("openvino")
+    with tempfile.TemporaryDirectory(prefix="effnet-export-") as tmp:
+        runner = engine.prepare(model, Setting(size, in_chans=model.stem.conv.in_channels,
+                                               threads=args.threads or 1), Path(tmp), True, None)
+        files = runner.save(Path(args.output))
+    print(f"wrote  {', '.join(map(str, files))} (OpenVINO IR, FP32, input "
+          f"Nx{model.stem.conv.in_channels}x{size}x{size})")
+    return 0
+
+
+def _export_best(model, size: int, args: argparse.Namespace) -> int:
+    """Measure the engines here, write the fastest one's file, say which and why."""
+    import torch
+
+    from ..inference import fastest
+    from ..inference.engines import Setting
+
+    threads = args.threads or torch.get_num_threads()
+    setting = Setting(size, args.batch_size, threads, model.stem.conv.in_channels)
+    data = _calibration(model, size, args) if args.int8 else None
+    from ..inference.engines import get_engine
+
+    engines = [get_engine(e.strip()).name for e in args.engines.split(",") if e.strip()] \
+        if args.engines else None
+    print(f"timing {', '.join(engines or fastest.exportable(args.int8))} at batch "
+          f"{setting.batch}, {threads} thread(s)...", file=sys.stderr)
+    pick, files = fastest.export_fastest(model, args.output, setting, engines, args.int8, data,
+                                         timer=TIMER, force=args.force)
+    print(pick.describe())
+    print(f"wrote  {', '.join(map(str, files))} ({pick.engine})")
+    return 0
+
+
+# The timer `--format best` measures with (a test replaces it by a fake one).
+TIMER = None
 
 
 def _check_output(output: str, weights: object, force: bool) -> None:
@@ -201,11 +309,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replace the model in --output if the folder holds one")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("export", help="export to ONNX (dynamic batch) or TorchScript")
+    p = sub.add_parser("export", help="export to ONNX (dynamic batch), TorchScript or "
+                                      "OpenVINO; INT8; or the engine measured fastest here")
     p.add_argument("name", help="model name, or a save_pretrained folder")
     p.add_argument("--weights", default=None, help="checkpoint, folder or 'packaged'")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
-                   help="onnx (default; runs in onnxruntime) or torchscript (traced)")
+    p.add_argument("--format", choices=("onnx", "torchscript", "openvino", "best"),
+                   default="onnx",
+                   help="onnx (default; runs in onnxruntime), torchscript (traced), openvino "
+                        "(IR: .xml + .bin; pip install 'effnet[openvino]'), or best: time every "
+                        "engine installed here at --batch-size and --threads, check each "
+                        "against PyTorch, write the fastest one's file (its suffix replaces "
+                        "--output's)")
     p.add_argument("--output", required=True, help="file to write")
     p.add_argument("--image-size", type=int, default=None,
                    help="input size the file takes (default: the model's resolution)")
@@ -213,7 +327,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace --output if it exists")
     _add_no_optimize(p)
     p.add_argument("--no-check", action="store_true",
-                   help="skip running the ONNX file in onnxruntime against PyTorch")
+                   help="skip running the exported file against PyTorch")
+    g = p.add_argument_group("INT8 (post-training static quantization, ONNX Runtime's quantizer)")
+    g.add_argument("--int8", action="store_true",
+                   help="quantize to INT8 (QDQ, per-channel weights), calibrated on --calibration")
+    g.add_argument("--calibration", default=None,
+                   help="folder of images like those the model will see (any depth; "
+                        "preprocessed with the model's own pretrained_cfg)")
+    g.add_argument("--calibration-images", type=int, default=256,
+                   help="use at most N of them, evenly spread (default 256)")
+    g.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"),
+                   default="minmax", help="how activation ranges are set (default minmax)")
+    g.add_argument("--allow-swish-int8", action="store_true",
+                   help="quantize a Swish (SiLU) model anyway: B-models lose accuracy under "
+                        "INT8, Lite models (ReLU6) are built for it")
+    g = p.add_argument_group("--format best")
+    g.add_argument("--batch-size", type=int, default=1,
+                   help="batch size to time the engines at (default 1)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads to time them with (default: torch's, all cores)")
+    g.add_argument("--engines", default=None,
+                   help="comma-separated candidates (default: every engine that writes a "
+                        "file: torchscript, onnxruntime, openvino; with --int8 "
+                        "onnxruntime-int8, openvino-int8)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="top-k ImageNet classes of images")

@@ -9,7 +9,8 @@ from ..errors import EffnetError
 
 MIN_RESOLUTION = 32  # px: the network downsamples 32x
 # The library's parameters whose flag is not --name-with-dashes (ParameterError.with_flags).
-FLAGS = {"n_trials": "--trials", "phis": "--phi", "root": "--data", "num_workers": "--workers"}
+FLAGS = {"n_trials": "--trials", "phis": "--phi", "root": "--data", "num_workers": "--workers",
+         "allow_swish": "--allow-swish-int8", "method": "--calibration-method"}
 
 
 def parse_phis(text: str) -> list[float]:

@@ -34,9 +34,16 @@ from torch import nn
 
 from ..errors import EffnetError
 from ..nn.blocks import MBConv
-from ..nn.layers import ConvBNAct, DropPath, SqueezeExcite, activation_name, apply_activation
+from ..nn.layers import (
+    Conv2dSame,
+    ConvBNAct,
+    DropPath,
+    SqueezeExcite,
+    activation_name,
+    apply_activation,
+)
 
-__all__ = ["fold_bn", "optimize_for_inference"]
+__all__ = ["export_form", "fold_bn", "optimize_for_inference"]
 
 # Below this batch size 1x1 convs run as one GEMM (see `pointwise`).
 POINTWISE_GEMM_MAX_BATCH = 16
@@ -229,3 +236,62 @@ def optimize_for_inference(model: nn.Module, example_input: torch.Tensor | None 
     elif compile:
         fast = torch.compile(fast)
     return fast
+
+
+class StaticPadConv(nn.Module):
+    """A TF 'SAME' conv with its padding fixed for one input size: symmetric padding goes into
+    the conv, the extra bottom/right pixel of stride-2 convs into one constant Pad before it
+    (which ONNX Runtime fuses into the conv). No shape arithmetic is left in a traced graph."""
+
+    def __init__(self, conv: nn.Conv2d, pads: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        top, bottom, left, right = pads
+        inner = (min(top, bottom), min(left, right))
+        self.pad = (left - inner[1], right - inner[1], top - inner[0], bottom - inner[0])
+        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
+                              conv.stride, inner, conv.dilation, conv.groups,
+                              conv.bias is not None)
+        self.conv.load_state_dict(conv.state_dict())
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, self.pad) if any(self.pad) else x)
+
+
+def _fold_same_padding(model: nn.Module, example: torch.Tensor) -> None:
+    """Replace, in place, every 'SAME' conv by a StaticPadConv for `example`'s size."""
+    pads: dict[nn.Module, tuple[int, int, int, int]] = {}
+
+    def record(mod: nn.Module, args: Any) -> None:
+        pads[mod] = mod.same_pads(args[0])
+
+    handles = [m.register_forward_pre_hook(record) for m in model.modules()
+               if isinstance(m, Conv2dSame)]
+    with torch.no_grad():
+        model(example)
+    for h in handles:
+        h.remove()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if child in pads:
+                setattr(parent, name, StaticPadConv(child, pads[child]))
+
+
+def export_form(model: nn.Module, image_size: int | None = None) -> nn.Module:
+    """The model as an exporter should trace it: BN folded into the convs, dropout gone, and
+    none of the eager fast path's layout tricks (NCHW, 1x1 convs stay convs instead of
+    transposes around a matrix product), so ONNX Runtime and OpenVINO see plain Conv nodes
+    they can fuse, lay out and quantize per channel. With `image_size`, TF 'SAME' padding is
+    fixed for that size (static pads: the exported file takes that size only, as any traced
+    'SAME' export does). Same outputs as `model` in eval mode at that size.
+    """
+    folded = optimize_for_inference(model, channels_last=False)
+    for m in folded.modules():
+        if isinstance(m, FoldedConvAct):
+            m.pointwise = False
+    if image_size is not None and any(isinstance(m, Conv2dSame) for m in folded.modules()):
+        example = _example_input(model, None)
+        example = torch.zeros(1, example.shape[1], image_size, image_size, dtype=example.dtype,
+                              device=example.device)
+        _fold_same_padding(folded, example)
+    return folded

@@ -1,0 +1,226 @@
+"""INT8 post-training static quantization of an exported model, calibrated on the user's images.
+
+EfficientNet-Lite was designed for integer inference: no squeeze-excitation and
+ReLU6 instead of Swish, whose unbounded, curved range does not survive 8 bits
+(Lite's model card: TFLite Lite0 INT8 lost 0.7 points of ImageNet top-1 at 1.85x
+the speed). Here the BN-folded model (:func:`~effnet.inference.optimize.export_form`)
+is exported to ONNX and quantized with ONNX Runtime's static quantizer
+(`onnxruntime.quantization.quantize_static`): QDQ format, int8 weights per output
+channel, uint8 activations whose ranges come from running the float model on
+calibration images preprocessed exactly as the model's own `pretrained_cfg` says.
+The QDQ file runs in ONNX Runtime and in OpenVINO.
+
+Swish (SiLU) models are refused unless ``allow_swish=True``: their measured cost is
+in :data:`SWISH_INT8_TOP1_DROP`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.images import IMG_EXTENSIONS, load_image
+from ..data.transforms import eval_transform
+from ..errors import EffnetError, ParameterError
+from ..io_utils import atomic_path, first_line
+from ..machine import cpu_flags
+from ..nn.layers import activation_name
+
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+DEFAULT_CALIBRATION_IMAGES = 256
+CALIBRATION_BATCH = 8
+
+# Top-1 points a Swish model lost under this quantizer, measured by results/int8/run.sh
+# (B0 fine-tuned on Fashion-MNIST, test set, FP32 -> INT8 in ONNX Runtime).
+# TODO-MEASURE: fill in from results/int8/int8.json ("b0" -> "top1_drop_points").
+SWISH_INT8_TOP1_DROP: float | None = None
+SWISH_INT8_SOURCE = "results/int8/ (B0 fine-tuned on Fashion-MNIST, test set)"
+
+
+def uses_swish(model: nn.Module) -> bool:
+    """Whether any activation of `model` is Swish / SiLU (B-models; Lite uses ReLU6)."""
+    return any(activation_name(m) == "silu" or isinstance(m, nn.SiLU) for m in model.modules())
+
+
+def check_int8_allowed(model: nn.Module, allow_swish: bool = False) -> None:
+    """Refuse INT8 for a Swish model unless `allow_swish`: its accuracy is known to collapse."""
+    if allow_swish or not uses_swish(model):
+        return
+    cost = ("a cost not yet measured here" if SWISH_INT8_TOP1_DROP is None else
+            f"{SWISH_INT8_TOP1_DROP:.1f} points of top-1 measured in {SWISH_INT8_SOURCE}")
+    name = getattr(model, "model_name", "this model")
+    raise ParameterError(f"{name} uses Swish (SiLU), which loses accuracy under INT8 ({cost}); "
+                         "Lite models (lite0..lite4, ReLU6) are built for INT8: use one, or pass "
+                         "allow_swish=True to quantize anyway", "allow_swish")
+
+
+def calibration_files(folder: str | os.PathLike, limit: int = DEFAULT_CALIBRATION_IMAGES
+                      ) -> list[Path]:
+    """Up to `limit` image files under `folder` (any depth), evenly spread over the sorted list."""
+    if limit < 1:
+        raise ParameterError(f"calibration_images {limit} must be >= 1", "calibration_images")
+    root = Path(folder)
+    if not root.is_dir():
+        raise ParameterError(f"calibration folder {root} not found: give a folder of images like "
+                             "those the model will see (a few hundred are enough)", "calibration")
+    files = sorted(p for p in root.rglob("*")
+                   if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+    if not files:
+        raise ParameterError(f"no image files under {root} ({', '.join(IMG_EXTENSIONS)}): give "
+                             "calibration a folder of images like those the model will see",
+                             "calibration")
+    if len(files) > limit:
+        step = len(files) / limit
+        files = [files[int(i * step)] for i in range(limit)]
+    return files
+
+
+def calibration_batch(model: nn.Module, folder: str | os.PathLike, image_size: int | None = None,
+                      limit: int = DEFAULT_CALIBRATION_IMAGES) -> np.ndarray:
+    """The calibration images under `folder`, preprocessed by the model's `pretrained_cfg`:
+    float32 (N, C, H, W). Undecodable files are skipped; none decodable is an error."""
+    cfg = dict(model.pretrained_cfg)
+    transform = eval_transform(cfg, image_size)
+    images: list[torch.Tensor] = []
+    bad: list[str] = []
+    for path in calibration_files(folder, limit):
+        try:
+            images.append(transform(load_image(path)))
+        except EffnetError:
+            bad.append(str(path))
+    if not images:
+        raise EffnetError(f"none of the {len(bad)} calibration images under {folder} could be "
+                          f"decoded (first: {bad[0]}): give readable images")
+    return torch.stack(images).numpy().astype(np.float32, copy=False)
+
+
+def has_vnni() -> bool:
+    """Whether the CPU has VNNI (AVX512-VNNI or AVX-VNNI): int8 dot products without saturation."""
+    flags = set(cpu_flags().split())
+    return bool(flags & {"avx512_vnni", "avx_vnni"})
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over an array, `batch` images at a time."""
+
+    def __init__(self, name: str, data: np.ndarray, batch: int) -> None:
+        self._batches = iter([{name: data[i:i + batch]} for i in range(0, len(data), batch)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def _method(name: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    if name not in methods:
+        raise ParameterError(f"unknown calibration method {name!r}: use one of "
+                             f"{', '.join(CALIBRATION_METHODS)}", "method")
+    return methods[name]
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """The quantizer logs a line per op and suggests pre-processing we do: keep its info quiet."""
+    import logging
+
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def quantize_onnx(fp32_path: str | os.PathLike, output: str | os.PathLike,
+                  calibration: np.ndarray, method: str = "minmax",
+                  reduce_range: bool | None = None) -> Path:
+    """Quantize an FP32 ONNX file to INT8 (QDQ, per-channel int8 weights, uint8 activations),
+    with activation ranges from `calibration` (N, C, H, W float32); written atomically.
+
+    `reduce_range` (7-bit weights) defaults to True on CPUs without VNNI, where uint8 x int8
+    products can saturate (ONNX Runtime's quantization guide).
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    calibrate = _method(method)
+    if calibration.ndim != 4 or len(calibration) == 0:
+        raise EffnetError(f"calibration data must be images (N, C, H, W), got shape "
+                          f"{calibration.shape}")
+    output = Path(output)
+    reduce = (not has_vnni()) if reduce_range is None else reduce_range
+    with tempfile.TemporaryDirectory(prefix="effnet-int8-") as tmp, _quiet_quantizer():
+        prepared = Path(tmp) / "prepared.onnx"
+        try:
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        except Exception as err:  # onnx / onnxruntime's own error types
+            raise EffnetError(f"cannot prepare {fp32_path} for quantization "
+                              f"({first_line(err)}): export it again with `effnet export`"
+                              ) from None
+        import onnx
+
+        name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
+        # the histogram calibrators cannot merge batches of different sizes: one image each
+        reader = _Reader(name, calibration, CALIBRATION_BATCH if method == "minmax" else 1)
+        with atomic_path(output, suffix=".onnx") as out:
+            quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ,
+                            per_channel=True, reduce_range=reduce,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=calibrate,
+                            extra_options={"CalibMaxIntermediateOutputs": 4})
+    return output
+
+
+def export_int8(model: nn.Module, output: str | os.PathLike, calibration: np.ndarray | str
+                | os.PathLike, image_size: int | None = None, method: str = "minmax",
+                allow_swish: bool = False, reduce_range: bool | None = None,
+                calibration_images: int = DEFAULT_CALIBRATION_IMAGES) -> Path:
+    """Export `model` (eval mode) as an INT8 ONNX file calibrated on `calibration`: a folder of
+    images (preprocessed by the model's pretrained_cfg) or an array (N, C, H, W).
+
+    The BN-folded fast model is exported (dynamic batch) and quantized by
+    :func:`quantize_onnx`. Swish models need `allow_swish` (:func:`check_int8_allowed`).
+    """
+    from .export import export_onnx
+    from .optimize import export_form
+
+    check_int8_allowed(model, allow_swish)
+    _method(method)
+    size = int(image_size or model.pretrained_cfg["input_size"][-1])
+    data = (np.asarray(calibration, dtype=np.float32) if isinstance(calibration, np.ndarray)
+            else calibration_batch(model, calibration, size, calibration_images))
+    if data.shape[-1] != size or data.shape[-2] != size:
+        raise EffnetError(f"calibration images are {data.shape[-2]}x{data.shape[-1]} but the "
+                          f"export is {size}x{size}: preprocess them at the export size")
+    with tempfile.TemporaryDirectory(prefix="effnet-int8-") as tmp:
+        fp32 = export_onnx(export_form(model.eval(), size), Path(tmp) / "fp32.onnx", size)
+        return quantize_onnx(fp32, output, data, method, reduce_range)
+
+
+def top1_agreement(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+    """Fraction of rows whose arg-max class is the same in `a` and `b` (logits)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return float((a.argmax(-1) == b.argmax(-1)).mean())
+
+
+def relative_error(ours: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor) -> float:
+    """||ours - ref|| / ||ref|| over all logits (the INT8 check: quantization noise vs signal)."""
+    ours, ref = np.asarray(ours, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    return float(np.linalg.norm(ours - ref) / max(np.linalg.norm(ref), 1e-12))
+
+
+__all__: Sequence[str] = ["CALIBRATION_METHODS", "SWISH_INT8_TOP1_DROP", "calibration_batch",
+                          "calibration_files", "check_int8_allowed", "export_int8",
+                          "quantize_onnx", "relative_error", "top1_agreement", "uses_swish"]
