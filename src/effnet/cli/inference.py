@@ -137,7 +137,7 @@ def _calibration(model, size: int, args: argparse.Namespace):
 def _export_int8(model, size: int, args: argparse.Namespace) -> int:
     """INT8 ONNX, then its logits against FP32 eager on the calibration images."""
     from ..inference.engines import eager_logits, get_engine, require
-    from ..inference.quantize import export_int8
+    from ..inference.quantize import CALIBRATION_METHODS, export_int8
 
     require("onnxruntime-int8")
     data = _calibration(model, size, args)
@@ -155,7 +155,8 @@ def _export_int8(model, size: int, args: argparse.Namespace) -> int:
         if not check.passed:
             print(f"effnet: warning: the INT8 file is far from FP32 (relative error "
                   f"{check.relative_error:.2f} > {check.allowed:.2f}): calibrate on more images "
-                  "like those the model will see, or try --calibration-method percentile",
+                  "like those the model will see, or try --calibration-method "
+                  + " or ".join(m for m in CALIBRATION_METHODS if m != args.calibration_method),
                   file=sys.stderr)
     return 0
 

@@ -156,9 +156,11 @@ def _rewrite(module: nn.Module) -> nn.Module:
 
 @contextlib.contextmanager
 def quiet_tracing() -> Iterator[None]:
-    """TorchScript tracing warns about deprecation and about the Python ints of 'same' padding."""
+    """TorchScript tracing warns about deprecation and about the Python ints of 'same' padding;
+    the ONNX exporter about Slice ops it cannot constant-fold (harmless)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding")
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         yield
