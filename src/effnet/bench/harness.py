@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..inference.fastest import alternate
 from ..io_utils import atomic_write_text
 from ..machine import cpu_model, onednn_isa
 from .records import Record
@@ -33,30 +33,7 @@ def time_alternating(fns: dict[str, Callable[[], Any]], repeats: int = 7, min_ti
     Each measurement repeats a call enough times to last `min_time` seconds.
     """
     device = torch.device(device)
-    calls: dict[str, int] = {}
-    for name, fn in fns.items():
-        for _ in range(warmup):
-            fn()
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        calls[name] = max(1, math.ceil(min_time / max(time.perf_counter() - t0, 1e-6)))
-    names = list(fns)
-    out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            fn, n = fns[name], calls[name]
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            _sync(device)
-            out[name].append((time.perf_counter() - t0) / n)
-        if progress:
-            progress(f"round {r + 1}/{repeats}")
-    return out
+    return alternate(fns, repeats, min_time, warmup, lambda: _sync(device), progress)
 
 
 @contextlib.contextmanager

@@ -29,28 +29,43 @@ from .engines import ENGINES, Check, Runner, Setting, available_engines, check_i
 Timer = Callable[[dict[str, Callable[[], Any]]], dict[str, float]]
 
 
+def alternate(calls: dict[str, Callable[[], Any]], rounds: int, min_time: float, warmup: int,
+              sync: Callable[[], None] = lambda: None,
+              progress: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+    """Seconds per call of each function, `rounds` rounds, the order rotated each round; each
+    measurement repeats a call until it lasts `min_time` seconds (`sync` waits for a device
+    before each clock read). `effnet bench` times with this too."""
+    repeat: dict[str, int] = {}
+    for name, call in calls.items():
+        for _ in range(warmup):
+            call()
+        sync()
+        t0 = time.perf_counter()
+        call()
+        sync()
+        repeat[name] = max(1, math.ceil(min_time / max(time.perf_counter() - t0, 1e-6)))
+    names = list(calls)
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(repeat[name]):
+                calls[name]()
+            sync()
+            seconds[name].append((time.perf_counter() - t0) / repeat[name])
+        if progress:
+            progress(f"round {r + 1}/{rounds}")
+    return seconds
+
+
 def alternating_timer(rounds: int = 5, min_time: float = 0.2, warmup: int = 2) -> Timer:
-    """A timer: `rounds` rounds, the engines in rotated order each round, each measurement
-    repeating a call until it lasts `min_time` seconds; the median per call."""
+    """A timer: the median per call of :func:`alternate`."""
 
     def timer(calls: dict[str, Callable[[], Any]]) -> dict[str, float]:
-        repeat: dict[str, int] = {}
-        for name, call in calls.items():
-            for _ in range(warmup):
-                call()
-            t0 = time.perf_counter()
-            call()
-            repeat[name] = max(1, math.ceil(min_time / max(time.perf_counter() - t0, 1e-6)))
-        names = list(calls)
-        seconds: dict[str, list[float]] = {n: [] for n in names}
-        for r in range(rounds):
-            k = r % len(names)
-            for name in names[k:] + names[:k]:
-                t0 = time.perf_counter()
-                for _ in range(repeat[name]):
-                    calls[name]()
-                seconds[name].append((time.perf_counter() - t0) / repeat[name])
-        return {n: statistics.median(v) for n, v in seconds.items()}
+        return {n: statistics.median(v)
+                for n, v in alternate(calls, rounds, min_time, warmup).items()}
 
     return timer
 
