@@ -17,7 +17,9 @@ from effnet.inference.quantize import (
     calibration_batch,
     check_int8_allowed,
     export_int8,
+    prepare_weights,
     uses_swish,
+    weight_levels,
 )
 from tests.conftest import tiny_model
 
@@ -77,6 +79,49 @@ def test_int8_export_is_qdq_per_channel_and_calibrated_on_the_folder(images, tmp
     out = session.run(None, {session.get_inputs()[0].name: data})[0]
     ref = eager_logits(net, data)
     assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 0.25
+
+
+def test_weights_land_on_the_quantizer_grid_keep_their_sums_and_mean_outputs(images, tmp_path):
+    """prepare_weights: each channel's weights are integers times max|w| / levels (ONNX
+    Runtime's symmetric grid), each channel's integer sum is its real sum rounded, and bias
+    correction gives the first (1x1) conv the FP32 conv's mean output on the calibration images
+    (linearity: E[W'x + b'] = W'E[x] + b - (W' - W)E[x] = E[Wx + b]). Then quantizing the
+    exported file leaves those weights exactly where they are."""
+    torch = pytest.importorskip("torch")
+    conv = torch.nn.Conv2d(3, 8, 1, bias=True)
+    dw = torch.nn.Conv2d(8, 8, 3, groups=8, bias=True)
+    net = torch.nn.Sequential(conv, torch.nn.ReLU(), dw).eval()
+    with torch.no_grad():
+        dw.weight.mul_(torch.linspace(0.01, 5.0, 8)[:, None, None, None])
+    original = {k: v.clone() for k, v in net.state_dict().items()}
+    data = np.random.default_rng(1).uniform(-1, 3, (16, 3, 12, 12)).astype(np.float32)
+    levels = weight_levels(reduce_range=True)
+    assert levels == 64 and weight_levels(reduce_range=False) == 127
+    prepare_weights(net, data, reduce_range=True)
+    for name in ("0.weight", "2.weight"):
+        w, w0 = net.state_dict()[name].double(), original[name].double()
+        scale = w0.flatten(1).abs().amax(1) / levels
+        units = w.flatten(1) / scale[:, None]
+        assert torch.allclose(units, units.round(), atol=1e-4)
+        assert units.abs().max() <= levels + 1e-4
+        assert torch.equal(units.round().sum(1), (w0.flatten(1) / scale[:, None]).sum(1).round())
+        assert (units - w0.flatten(1) / scale[:, None]).abs().max() < 1.0
+    x = torch.from_numpy(data)
+    with torch.no_grad():
+        ref = torch.nn.functional.conv2d(x, original["0.weight"], original["0.bias"])
+        assert torch.allclose(conv(x).mean((0, 2, 3)), ref.mean((0, 2, 3)), atol=1e-5)
+    # the exported, quantized file dequantizes to the prepared weights
+    from effnet.inference.quantize import quantize_onnx
+
+    fp32 = tmp_path / "fp32.onnx"
+    torch.onnx.export(net, (x[:1],), str(fp32), dynamo=False, input_names=["input"],
+                      dynamic_axes={"input": {0: "batch"}}, opset_version=17)
+    inits = _initializers(onnx.load(str(quantize_onnx(fp32, tmp_path / "q.onnx", data,
+                                                      reduce_range=True))))
+    q = inits["0.weight_quantized"].astype(np.float64)
+    s = inits["0.weight_scale"].astype(np.float64)
+    assert np.allclose(q * s[:, None, None, None], net.state_dict()["0.weight"].numpy(),
+                       atol=1e-6)
 
 
 def test_calibration_reads_images_only_and_spreads_the_limit(images):

@@ -10,6 +10,15 @@ channel, uint8 activations whose ranges come from running the float model on
 calibration images preprocessed exactly as the model's own `pretrained_cfg` says.
 The QDQ file runs in ONNX Runtime and in OpenVINO.
 
+Before export the weights are put on the quantizer's own per-channel grid by
+:func:`prepare_weights`: rounding that keeps each output channel's weight sum, then
+empirical bias correction (Nagel et al., "Data-Free Quantization through Weight
+Equalization and Bias Correction", ICCV 2019): the mean output shift the rounding causes on
+the calibration images is taken out of the bias. Measured on the packaged Lite0 (photo
+views, two-fold calibration), this is what lifts INT8's top-1 agreement with FP32 from about
+60% to the figure in ``results/int8/photos.json``: its first depthwise convolution holds
+edge filters whose taps nearly cancel, and plain rounding moves their sum.
+
 Swish (SiLU) models are refused unless ``allow_swish=True``: their measured cost is
 in :data:`SWISH_INT8_TOP1_DROP`.
 """
@@ -143,6 +152,88 @@ def _quiet_quantizer() -> Iterator[None]:
         logger.setLevel(level)
 
 
+def weight_levels(reduce_range: bool) -> int:
+    """The largest |q| of ONNX Runtime's symmetric int8 weight grid: 127, or 64 with
+    `reduce_range` (its 7-bit range [-64, 64])."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
+
+    qmin, qmax = get_qmin_qmax_for_qType(TensorProto.INT8, reduce_range, symmetric=True)
+    return int(round((float(qmax) - float(qmin)) / 2))
+
+
+def _round_keeping_sum(v: torch.Tensor, levels: int) -> torch.Tensor:
+    """Round each row of `v` (weights in units of the row's scale, |v| <= levels) to integers
+    whose sum is the nearest integer to the row's sum: the taps closest to rounding the other
+    way are moved, never beyond +-levels."""
+    q = v.round()
+    need = (v.sum(1) - q.sum(1)).round()
+    frac = v - q
+    for row in torch.nonzero(need).flatten().tolist():
+        k = int(need[row])
+        step = 1.0 if k > 0 else -1.0
+        order = torch.argsort(frac[row], descending=k > 0).tolist()
+        movable = [i for i in order if abs(float(q[row, i]) + step) <= levels]
+        q[row, movable[:abs(k)]] += step
+    return q
+
+
+def _input_means(model: nn.Module, data: np.ndarray, batch: int = 32
+                 ) -> dict[nn.Module, torch.Tensor]:
+    """Per-input-channel mean of what each conv / linear layer of `model` sees on `data`
+    (padding included: the layer's true input), for the layers actually called."""
+    sums: dict[nn.Module, torch.Tensor] = {}
+    counts: dict[nn.Module, int] = {}
+
+    def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        x = args[0].detach().double()
+        dims = (0, 2, 3) if x.dim() == 4 else (0,)
+        total = x.sum(dims)
+        sums[module] = sums.get(module, 0) + total
+        counts[module] = counts.get(module, 0) + x.numel() // x.shape[1]
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_pre_hook(hook) for m in layers]
+    try:
+        with torch.no_grad():
+            for i in range(0, len(data), batch):
+                model(torch.from_numpy(np.ascontiguousarray(data[i:i + batch])))
+    finally:
+        for h in handles:
+            h.remove()
+    return {m: sums[m] / counts[m] for m in sums}
+
+
+def prepare_weights(model: nn.Module, calibration: np.ndarray, reduce_range: bool) -> nn.Module:
+    """Put every conv / linear weight of the BN-folded `model` on ONNX Runtime's per-channel
+    symmetric int8 grid (scale = max|w| / levels per output channel, as its quantizer computes
+    it, so quantizing again changes nothing), rounding so that each output channel keeps its
+    weight sum, then correct each bias by the mean output shift on `calibration` (empirical
+    bias correction, Nagel et al. 2019). In place; returns `model`."""
+    levels = weight_levels(reduce_range)
+    means = _input_means(model, calibration)
+    for layer, mean in means.items():
+        w = layer.weight.detach().double()
+        rows = w.reshape(w.shape[0], -1)
+        absmax = rows.abs().amax(1)
+        live = absmax > 1e-30
+        scale = (2 * absmax / (2 * levels)).to(torch.float32).double()  # the stored scale
+        q = rows.clone()
+        q[live] = _round_keeping_sum(rows[live] / scale[live, None], levels) * scale[live, None]
+        new = q.reshape(w.shape)
+        shift = new - w  # (out, in / groups, kh, kw) or (out, in)
+        if layer.bias is not None:
+            per_in = shift.reshape(shift.shape[0], shift.shape[1], -1).sum(-1)
+            groups = getattr(layer, "groups", 1)
+            mean = mean.reshape(groups, -1)  # the input channels each group reads
+            out_per_group = shift.shape[0] // groups
+            drift = torch.stack([per_in[o] @ mean[o // out_per_group]
+                                 for o in range(shift.shape[0])])
+            layer.bias.data -= drift.to(layer.bias.dtype)
+        layer.weight.data = new.to(layer.weight.dtype)
+    return model
+
+
 def quantize_onnx(fp32_path: str | os.PathLike, output: str | os.PathLike,
                   calibration: np.ndarray, method: str = "minmax",
                   reduce_range: bool | None = None) -> Path:
@@ -190,7 +281,8 @@ def export_int8(model: nn.Module, output: str | os.PathLike, calibration: np.nda
     """Export `model` (eval mode) as an INT8 ONNX file calibrated on `calibration`: a folder of
     images (preprocessed by the model's pretrained_cfg) or an array (N, C, H, W).
 
-    The BN-folded fast model is exported (dynamic batch) and quantized by
+    The BN-folded model, its weights rounded and biases corrected on the calibration images
+    (:func:`prepare_weights`), is exported (dynamic batch) and quantized by
     :func:`quantize_onnx`. Swish models need `allow_swish` (:func:`check_int8_allowed`).
     """
     from .export import export_onnx
@@ -204,9 +296,11 @@ def export_int8(model: nn.Module, output: str | os.PathLike, calibration: np.nda
     if data.shape[-1] != size or data.shape[-2] != size:
         raise EffnetError(f"calibration images are {data.shape[-2]}x{data.shape[-1]} but the "
                           f"export is {size}x{size}: preprocess them at the export size")
+    reduce = (not has_vnni()) if reduce_range is None else reduce_range
     with tempfile.TemporaryDirectory(prefix="effnet-int8-") as tmp:
-        fp32 = export_onnx(export_form(model.eval(), size), Path(tmp) / "fp32.onnx", size)
-        return quantize_onnx(fp32, output, data, method, reduce_range)
+        form = prepare_weights(export_form(model.eval(), size), data, reduce)
+        fp32 = export_onnx(form, Path(tmp) / "fp32.onnx", size)
+        return quantize_onnx(fp32, output, data, method, reduce)
 
 
 def top1_agreement(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
@@ -223,4 +317,5 @@ def relative_error(ours: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tens
 
 __all__: Sequence[str] = ["CALIBRATION_METHODS", "SWISH_INT8_TOP1_DROP", "calibration_batch",
                           "calibration_files", "check_int8_allowed", "export_int8",
-                          "quantize_onnx", "relative_error", "top1_agreement", "uses_swish"]
+                          "prepare_weights", "quantize_onnx", "relative_error",
+                          "top1_agreement", "uses_swish", "weight_levels"]
