@@ -38,6 +38,7 @@ from effnet.data.datasets import native_arrays
 from effnet.data.transforms import eval_transform
 from effnet.inference.engines import ort_session
 from effnet.inference.fastest import alternating_timer
+from effnet.inference.quantize import relative_error
 from effnet.io_utils import atomic_write_text
 
 # Real photographs bundled with scikit-image (no download): natural scenes, objects,
@@ -114,6 +115,7 @@ def fashion(args: argparse.Namespace) -> dict:
             "fp32_top1": 100 * top1_f, "int8_top1": 100 * top1_q,
             "top1_drop_points": 100 * (top1_f - top1_q),
             "agreement": 100 * float((f.argmax(1) == q.argmax(1)).mean()),
+            "relative_logit_error": relative_error(q, f),
             "eval_seconds": seconds, "speed_batch1_1thread": speed}
 
 
@@ -158,7 +160,7 @@ def photos(args: argparse.Namespace) -> dict:
 
         cfg = effnet.create_model("lite0", pretrained="packaged").pretrained_cfg
         tf = eval_transform(cfg)
-        agree, per_photo = 0, {}
+        agree, per_photo, errors = 0, {}, []
         for fold, (calib_half, eval_half) in enumerate(((0, 1), (1, 0))):
             out = root / f"fold{fold}"
             out.mkdir()
@@ -166,7 +168,9 @@ def photos(args: argparse.Namespace) -> dict:
                                       root / f"half{calib_half}", out, [])
             for name in halves[eval_half]:
                 x = torch.stack([tf(Image.open(p).convert("RGB")) for p in views[name]]).numpy()
-                same = (_logits(fp32, x).argmax(1) == _logits(int8, x).argmax(1))
+                f, q = _logits(fp32, x), _logits(int8, x)
+                errors.append(relative_error(q, f))
+                same = f.argmax(1) == q.argmax(1)
                 per_photo[name] = float(same.mean())
                 agree += int(same.sum())
         speed = _speed(fp32, int8, (3, 224, 224))
@@ -175,6 +179,8 @@ def photos(args: argparse.Namespace) -> dict:
             "views_per_photo": 12, "images": total, "calibration": "two-fold: each half's "
             "views calibrate the INT8 model scored on the other half",
             "agreement": 100 * agree / total, "agreement_per_photo": per_photo,
+            "relative_logit_error": {"median_per_photo": float(np.median(errors)),
+                                     "max_per_photo": float(np.max(errors))},
             "speed_batch1_1thread": speed}
 
 

@@ -241,9 +241,10 @@ def plain_onnx(model: nn.Module, path: Path, s: Setting) -> Path:
 
 def int8_onnx(model: nn.Module, s: Setting, workdir: Path, calibration: np.ndarray | None
               ) -> Path:
-    """The INT8 QDQ file in `workdir`, written once from `calibration` (N, C, H, W); without
+    """The INT8 QDQ file in `workdir` (:func:`~effnet.inference.quantize.quantize_model`, what
+    `effnet export --int8` writes), written once from `calibration` (N, C, H, W); without
     calibration images, from random normal ones (enough for speed, not for accuracy)."""
-    from .quantize import quantize_onnx
+    from .quantize import quantize_model
 
     path = workdir / f"int8-{s.image_size}.onnx"
     if not path.is_file():
@@ -251,7 +252,7 @@ def int8_onnx(model: nn.Module, s: Setting, workdir: Path, calibration: np.ndarr
             g = np.random.default_rng(0)
             calibration = g.standard_normal((16, s.in_chans, s.image_size, s.image_size),
                                             dtype=np.float32)
-        quantize_onnx(fp32_onnx(model, s, workdir), path, calibration)
+        quantize_model(model, path, calibration, s.image_size)
     return path
 
 

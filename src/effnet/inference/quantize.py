@@ -285,9 +285,6 @@ def export_int8(model: nn.Module, output: str | os.PathLike, calibration: np.nda
     (:func:`prepare_weights`), is exported (dynamic batch) and quantized by
     :func:`quantize_onnx`. Swish models need `allow_swish` (:func:`check_int8_allowed`).
     """
-    from .export import export_onnx
-    from .optimize import export_form
-
     check_int8_allowed(model, allow_swish)
     _method(method)
     size = int(image_size or model.pretrained_cfg["input_size"][-1])
@@ -296,6 +293,17 @@ def export_int8(model: nn.Module, output: str | os.PathLike, calibration: np.nda
     if data.shape[-1] != size or data.shape[-2] != size:
         raise EffnetError(f"calibration images are {data.shape[-2]}x{data.shape[-1]} but the "
                           f"export is {size}x{size}: preprocess them at the export size")
+    return quantize_model(model, output, data, size, method, reduce_range)
+
+
+def quantize_model(model: nn.Module, output: str | os.PathLike, data: np.ndarray, size: int,
+                   method: str = "minmax", reduce_range: bool | None = None) -> Path:
+    """The INT8 file of `model` at `size` px, calibrated on `data` (N, C, size, size): its
+    BN-folded export form with weights prepared by :func:`prepare_weights`, exported to ONNX
+    and quantized by :func:`quantize_onnx`. No checks: see :func:`export_int8`."""
+    from .export import export_onnx
+    from .optimize import export_form
+
     reduce = (not has_vnni()) if reduce_range is None else reduce_range
     with tempfile.TemporaryDirectory(prefix="effnet-int8-") as tmp:
         form = prepare_weights(export_form(model.eval(), size), data, reduce)
@@ -317,5 +325,5 @@ def relative_error(ours: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tens
 
 __all__: Sequence[str] = ["CALIBRATION_METHODS", "SWISH_INT8_TOP1_DROP", "calibration_batch",
                           "calibration_files", "check_int8_allowed", "export_int8",
-                          "prepare_weights", "quantize_onnx", "relative_error",
+                          "prepare_weights", "quantize_model", "quantize_onnx", "relative_error",
                           "top1_agreement", "uses_swish", "weight_levels"]
