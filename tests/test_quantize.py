@@ -111,11 +111,13 @@ def test_weights_land_on_the_quantizer_grid_keep_their_sums_and_mean_outputs(ima
         ref = torch.nn.functional.conv2d(x, original["0.weight"], original["0.bias"])
         assert torch.allclose(conv(x).mean((0, 2, 3)), ref.mean((0, 2, 3)), atol=1e-5)
     # the exported, quantized file dequantizes to the prepared weights
+    from effnet.inference.optimize import quiet_tracing
     from effnet.inference.quantize import quantize_onnx
 
     fp32 = tmp_path / "fp32.onnx"
-    torch.onnx.export(net, (x[:1],), str(fp32), dynamo=False, input_names=["input"],
-                      dynamic_axes={"input": {0: "batch"}}, opset_version=17)
+    with quiet_tracing():
+        torch.onnx.export(net, (x[:1],), str(fp32), dynamo=False, input_names=["input"],
+                          dynamic_axes={"input": {0: "batch"}}, opset_version=17)
     inits = _initializers(onnx.load(str(quantize_onnx(fp32, tmp_path / "q.onnx", data,
                                                       reduce_range=True))))
     q = inits["0.weight_quantized"].astype(np.float64)
