@@ -126,6 +126,19 @@ def test_weights_land_on_the_quantizer_grid_keep_their_sums_and_mean_outputs(ima
                        atol=1e-6)
 
 
+@pytest.mark.parametrize("count", [32, 12])
+def test_calibration_in_whole_flushes_of_batches(count, tmp_path):
+    """32 images are 4 batches of 8, as many as ONNX Runtime's calibrator holds before it folds
+    them into its ranges: the quantization must still find its data (it once failed with
+    "No data is collected" on the default 256 images)."""
+    net = tiny_model()
+    data = np.random.default_rng(0).standard_normal((count, 3, 32, 32)).astype(np.float32)
+    path = export_int8(net, tmp_path / "q.onnx", data, 32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: data})[0]
+    assert out.shape == (count, net.num_classes)
+
+
 def test_calibration_reads_images_only_and_spreads_the_limit(images):
     folder, pixels = images
     net = tiny_model()

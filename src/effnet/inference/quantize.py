@@ -26,6 +26,7 @@ in :data:`SWISH_INT8_TOP1_DROP`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -136,6 +137,14 @@ def _method(name: str) -> Any:
         raise ParameterError(f"unknown calibration method {name!r}: use one of "
                              f"{', '.join(CALIBRATION_METHODS)}", "method")
     return methods[name]
+
+
+def _flush_every(batches: int) -> int:
+    """How many batches ONNX Runtime's calibrator holds before folding them into its ranges:
+    about 4 (memory), but never a divisor of `batches`: when the last batch lands on a flush,
+    it finds nothing left and fails with "No data is collected" (256 images = 32 batches of 8,
+    the default, did)."""
+    return next(k for k in itertools.count(4) if batches % k)
 
 
 @contextlib.contextmanager
@@ -264,13 +273,15 @@ def quantize_onnx(fp32_path: str | os.PathLike, output: str | os.PathLike,
 
         name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
         # the histogram calibrators cannot merge batches of different sizes: one image each
-        reader = _Reader(name, calibration, CALIBRATION_BATCH if method == "minmax" else 1)
+        batch = CALIBRATION_BATCH if method == "minmax" else 1
+        reader = _Reader(name, calibration, batch)
         with atomic_path(output, suffix=".onnx") as out:
             quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ,
                             per_channel=True, reduce_range=reduce,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=calibrate,
-                            extra_options={"CalibMaxIntermediateOutputs": 4})
+                            extra_options={"CalibMaxIntermediateOutputs": _flush_every(
+                                -(-len(calibration) // batch))})
     return output
 
 
