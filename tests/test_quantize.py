@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import numpy_helper
 from PIL import Image
 
@@ -87,7 +88,6 @@ def test_weights_land_on_the_quantizer_grid_keep_their_sums_and_mean_outputs(ima
     correction gives the first (1x1) conv the FP32 conv's mean output on the calibration images
     (linearity: E[W'x + b'] = W'E[x] + b - (W' - W)E[x] = E[Wx + b]). Then quantizing the
     exported file leaves those weights exactly where they are."""
-    torch = pytest.importorskip("torch")
     conv = torch.nn.Conv2d(3, 8, 1, bias=True)
     dw = torch.nn.Conv2d(8, 8, 3, groups=8, bias=True)
     net = torch.nn.Sequential(conv, torch.nn.ReLU(), dw).eval()
